@@ -1,0 +1,8 @@
+"""dfscan engines: model zoo, checkpoints, export/build, runtime backends.
+
+Submodules are imported on use (``engines.models``, ``engines.backends``, ``engines.export``)
+so that ``import engines`` stays cheap and needs no GPU library.
+"""
+from .errors import DfscanError
+
+__all__ = ["DfscanError"]

