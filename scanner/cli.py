@@ -1,0 +1,114 @@
+"""The ``dfscan`` command line: a thin click layer over ``scanner`` and ``engines``."""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from engines.errors import DfscanError
+
+
+def user_errors(func):
+    """Turn DfscanError (and Ctrl-C) into one line on stderr instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DfscanError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dfscan")
+def main():
+    """Scan image collections for deepfake faces: DALI decode + crop, TensorRT / ONNX Runtime /
+    torch engines, one Parquet row per face."""
+
+
+@main.command()
+@click.argument("images", type=click.Path(file_okay=False, path_type=str))
+@click.option("--annotations", type=click.Path(dir_okay=False), default=None,
+              help="COCO / OpenForensics *_poly.json. Default: found beside IMAGES "
+                   "(ROOT/<Split>_poly.json for ROOT/Images/<Split>); none means whole-image faces.")
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
+              help="Engine file: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt (torch). "
+                   "Default: the bundled model.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--batch-size", default=64, show_default=True, help="Faces per batch.")
+@click.option("--threshold", default=0.5, show_default=True, help="score_fake at or above it is Fake.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, overwrite, quiet):
+    """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist).
+
+    Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
+    """
+    from scanner.job import run_job
+    from scanner.runner import RunSettings
+
+    if batch_size < 1:
+        raise DfscanError("--batch-size must be at least 1")
+    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold)
+    summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
+                      progress=not quiet, log=lambda m: click.echo(m, err=True))
+    click.echo(summary.line())
+
+
+@main.command()
+@user_errors
+def models():
+    """List the registered architectures with their input size and normalisation."""
+    from engines.models import get_model_entry, list_models
+
+    for name in list_models():
+        c = get_model_entry(name).config
+        click.echo(f"{name:22s} {c.input_size[0]}x{c.input_size[1]}  mean={c.mean} std={c.std}  "
+                   f"{c.pretrained_hint or ''}")
+
+
+@main.command()
+@user_errors
+def engines():
+    """List the engine backends and whether this machine can run each."""
+    from engines.backends import list_backends
+
+    for entry in list_backends():
+        ok, why = entry.available()
+        click.echo(f"{entry.name:6s} {'/'.join(entry.suffixes):14s} {'yes' if ok else 'no ':3s}  "
+                   f"{entry.description}: {why}")
+
+
+@main.command()
+@click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, exists=True))
+@click.option("--arch", default=None, help="Export an untrained, seeded model of this architecture.")
+@click.option("--format", "fmt", type=click.Choice(["pt", "onnx", "plan"]), default="onnx", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Engine file to write.")
+@click.option("--res", type=int, default=None, help="Input resolution (default: the model's own).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --arch weights.")
+@user_errors
+def export(checkpoint, arch, fmt, out, res, seed):
+    """Export CHECKPOINT (or a fresh --arch model) as an engine file.
+
+    Example: dfscan export --arch mobilenetv2 --format onnx --out mobilenet.onnx
+    """
+    from engines.export import export as do_export
+    from engines.export import model_from_source
+
+    model, config = model_from_source(checkpoint, arch, seed, (res, res) if res else None)
+    if fmt == "plan":
+        raise DfscanError("--format plan: the TensorRT builder is not wired in yet")
+    path = do_export(model, config, fmt, out)
+    click.echo(f"wrote {path} ({config.arch}, {config.input_size[0]}x{config.input_size[1]})")
+
+
+if __name__ == "__main__":
+    main()
