@@ -73,6 +73,8 @@ def prepare_image(catalog: Catalog, image_id: int, margin: float,
                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[ImageJob | None, list[FaceResult]]:
     """Read and check one image; returns its job (None if nothing to crop) and its failed faces."""
     image = catalog.images[image_id]
+    if image.problem is not None:
+        return None, [FaceResult(f, *image.problem) for f in image.face_ids]
     try:
         data = read_file(image.path)
         info = probe_image(data, max_pixels)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from engines.errors import DfscanError
 
+PATH_REFUSED = "path_refused"
+UNKNOWN_IMAGE = "unknown_image"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pnm", ".ppm"}
 
 
@@ -25,6 +27,7 @@ class ImageRecord:
     path: Path | None  # resolved on disk; None when it could not be found
     corruption: str | None = None
     face_ids: list[int] = field(default_factory=list)
+    problem: tuple[str, str] | None = None  # (status, reason) that fails all of its faces
 
 
 @dataclass
@@ -150,15 +153,20 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool) -> Cata
             raise DfscanError(f"{ann_path}: duplicate image id {image_id} in 'images'")
         path, how = _resolve(str(img["file_name"]), ann_root, images_dir, allow_outside)
         counts[how] += 1
-        images[image_id] = ImageRecord(image_id, str(img["file_name"]), path, img.get("corruption"))
+        problem = None
+        if how == "refused":
+            problem = (PATH_REFUSED, "file_name points outside the image and annotation folders; "
+                                     "pass --allow-outside-paths if that is intended")
+        images[image_id] = ImageRecord(image_id, str(img["file_name"]), path, img.get("corruption"),
+                                       problem=problem)
     has_labels = False
     for ann in coco.dataset["annotations"]:
         face_id, image_id = int(ann["id"]), int(ann["image_id"])
         if face_id in faces:
             raise DfscanError(f"{ann_path}: duplicate annotation id {face_id} in 'annotations'")
-        if image_id not in images:
-            raise DfscanError(f"{ann_path}: annotation {face_id} names image_id {image_id}, "
-                              "which is not in 'images'")
+        if image_id not in images:  # the face still gets its row, with a status saying why
+            images[image_id] = ImageRecord(image_id, "", None, problem=(
+                UNKNOWN_IMAGE, f"annotation {face_id} names image_id {image_id}, which is not in 'images'"))
         label = ann.get("category_id")
         label = int(label) if label in (0, 1) else None
         has_labels |= label is not None

@@ -8,19 +8,36 @@ import click
 
 from engines.errors import DfscanError
 
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
+
+
+def _sigterm_as_interrupt():
+    """A scheduler's SIGTERM stops the run like Ctrl-C: rows so far are saved for --resume."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
 
 def user_errors(func):
     """Turn DfscanError (and Ctrl-C) into one line on stderr instead of a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from scanner.job import RunInterrupted
+
         try:
             return func(*args, **kwargs)
+        except RunInterrupted as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except DfscanError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
 
@@ -44,10 +61,16 @@ def main():
 @click.option("--batch-size", default=64, show_default=True, help="Faces per batch.")
 @click.option("--threshold", default=0.5, show_default=True, help="score_fake at or above it is Fake.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out: scan only what is missing.")
+@click.option("--overwrite", is_flag=True, help="Delete dfscan's results in --out and start again.")
+@click.option("--max-pixels", default=100_000_000, show_default=True,
+              help="Refuse images larger than this (decompression bombs); their faces get 'too_large'.")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Let annotation file_name entries be absolute or contain '..'.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, overwrite, quiet):
+def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
+        max_pixels, allow_outside_paths, quiet):
     """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist).
 
     Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
@@ -57,9 +80,13 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
 
     if batch_size < 1:
         raise DfscanError("--batch-size must be at least 1")
-    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold)
+    if resume and overwrite:
+        raise DfscanError("--resume and --overwrite contradict each other; pick one")
+    _sigterm_as_interrupt()
+    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels)
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
-                      progress=not quiet, log=lambda m: click.echo(m, err=True))
+                      resume=resume, allow_outside=allow_outside_paths, progress=not quiet,
+                      log=lambda m: click.echo(m, err=True))
     click.echo(summary.line())
 
 
@@ -108,6 +135,7 @@ def export(checkpoint, arch, fmt, out, res, seed):
         raise DfscanError("--format plan: the TensorRT builder is not wired in yet")
     path = do_export(model, config, fmt, out)
     click.echo(f"wrote {path} ({config.arch}, {config.input_size[0]}x{config.input_size[1]})")
+
 
 
 if __name__ == "__main__":

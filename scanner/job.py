@@ -1,4 +1,4 @@
-"""One ``dfscan run``: catalog → engine → scan → faces.parquet (+ metrics.parquet)."""
+"""One ``dfscan run``: catalog → engine → scan → parts → faces.parquet (+ metrics.parquet)."""
 from __future__ import annotations
 
 import time
@@ -11,11 +11,15 @@ from engines.errors import DfscanError
 
 from .catalog import load_catalog
 from .metrics import METRICS_SCHEMA, metrics_table
+from .output import RunOutput
 from .runner import RunSettings, scan
-from .schema import FACES_SCHEMA
-from .writers import ParquetStream, versions, write_table
+from .writers import versions, write_table
 
 DEFAULT_ENGINE = Path(__file__).resolve().parent.parent / "engines" / "default" / "mobilenetv2.pt"
+
+
+class RunInterrupted(DfscanError):
+    """Ctrl-C or SIGTERM: what was scanned is saved; ``--resume`` finishes the job."""
 
 
 @dataclass
@@ -28,12 +32,16 @@ class RunSummary:
     faces_path: Path
     metrics_path: Path | None
     metrics: dict | None
+    resumed_faces: int = 0
 
     def line(self) -> str:
-        rate = self.faces / self.seconds if self.seconds > 0 else float("nan")
+        scanned = self.faces - self.resumed_faces
+        rate = scanned / self.seconds if self.seconds > 0 else float("nan")
         text = (f"scanned {self.faces} faces in {self.images} images in {self.seconds:.1f} s "
                 f"({rate:.1f} faces/s): {self.faces_ok} ok, {self.faces_failed} with an error status "
                 f"-> {self.faces_path}")
+        if self.resumed_faces:
+            text += f" ({self.resumed_faces} faces came from the interrupted run)"
         if self.metrics:
             m = self.metrics
             text += (f"; accuracy {m['accuracy']:.4f}, precision {m['precision']:.4f}, recall "
@@ -66,45 +74,61 @@ def open_engine(engine_path, device: str):
     return load_engine(engine_path, device="cuda" if device == "gpu" else "cpu"), Path(engine_path)
 
 
+def run_meta(engine, engine_path, settings: RunSettings, images, catalog) -> dict:
+    """The settings and versions that go into the manifest and every Parquet file."""
+    return {"engine": str(Path(engine_path).resolve()), "backend": engine.name, "arch": engine.config.arch,
+            "input_size": list(engine.config.input_size), "crop_margin": engine.config.crop_margin,
+            "threshold": settings.threshold, "device": settings.device, "batch_size": settings.batch_size,
+            "max_pixels": settings.max_pixels, "images": str(Path(images).resolve()),
+            "annotations": str(catalog.annotations.resolve()) if catalog.annotations else None,
+            "versions": versions()}
+
+
 def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSettings | None = None,
-            overwrite: bool = False, progress: bool = True, log=print) -> RunSummary:
+            overwrite: bool = False, resume: bool = False, allow_outside: bool = False,
+            part_rows: int = 4096, progress: bool = True, log=print) -> RunSummary:
+    """Scan ``images`` into ``out_dir``. Raises DfscanError when the run cannot be done and
+    RunInterrupted (after saving what was scanned) on Ctrl-C."""
     settings = settings or RunSettings()
     settings.device = resolve_device(settings.device)
-    out_dir = Path(out_dir)
-    faces_path = out_dir / "faces.parquet"
-    if faces_path.exists() and not overwrite:
-        raise DfscanError(f"{faces_path} exists; pass --overwrite to replace it or choose another --out")
-    catalog = load_catalog(images, annotations)
+    catalog = load_catalog(images, annotations, allow_outside=allow_outside)
     log(catalog.summary())
     engine, engine_path = open_engine(engine_path, settings.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"engine": str(engine_path), "backend": engine.name, "arch": engine.config.arch,
-            "input_size": list(engine.config.input_size), "crop_margin": engine.config.crop_margin,
-            "threshold": settings.threshold, "device": settings.device,
-            "batch_size": settings.batch_size, "images": str(images),
-            "annotations": str(catalog.annotations) if catalog.annotations else None,
-            "versions": versions()}
-    stream = ParquetStream(faces_path, FACES_SCHEMA, meta)
+    meta = run_meta(engine, engine_path, settings, images, catalog)
+    output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
     start = time.perf_counter()
-    try:
-        from tqdm import tqdm
+    done = set() if output.complete else output.done_face_ids()
+    todo = [i for i, img in catalog.images.items() if not all(f in done for f in img.face_ids)]
+    resumed = sum(1 for f in catalog.faces if f in done)
+    if resume and output.complete:
+        log(f"{output.dir} already holds a complete run; nothing to scan")
+        todo = []
+    elif resumed:
+        log(f"resuming: {resumed} faces already saved, {len(todo)} images left")
+    from tqdm import tqdm
 
-        with tqdm(total=len(catalog.faces), unit="face", disable=not progress, desc="scan",
-                  dynamic_ncols=True) as bar:
-            for table in scan(catalog, engine, settings, on_faces=bar.update):
-                stream.write(table)
-    except BaseException:
-        stream.abort()
-        raise
-    stream.close()
+    bar = tqdm(total=len(catalog.faces), initial=resumed, unit="face", disable=not progress,
+               desc="scan", dynamic_ncols=True)
+    try:
+        for table in scan(catalog, engine, settings, image_ids=todo, on_faces=bar.update):
+            output.add(table)
+    except KeyboardInterrupt:
+        output.flush()
+        bar.close()
+        saved = len(output.done_face_ids())
+        raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} faces are saved in {output.dir}; "
+                             "run the same command with --resume to finish") from None
+    bar.close()
+    faces_path = output.dir / "faces.parquet"
+    if not output.complete:
+        faces_path = output.finish({f: n for n, f in enumerate(catalog.faces)})
     seconds = time.perf_counter() - start
     faces = pq.read_table(faces_path)
     ok = sum(1 for s in faces.column("status").to_pylist() if s == "ok")
     metrics_path, first = None, None
     table = metrics_table(faces, settings.threshold) if catalog.has_labels else None
     if table is not None:
-        metrics_path = write_table(out_dir / "metrics.parquet", table.cast(METRICS_SCHEMA), meta)
+        metrics_path = write_table(output.dir / "metrics.parquet", table.cast(METRICS_SCHEMA), meta)
         first = table.slice(0, 1).to_pylist()[0]
     return RunSummary(len(catalog.images), faces.num_rows, ok, faces.num_rows - ok, seconds,
-                      faces_path, metrics_path, first)
-
+                      faces_path, metrics_path, first, resumed_faces=resumed)

@@ -52,8 +52,8 @@ def test_without_annotations_each_image_is_one_whole_face(tmp_path):
     ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": 1}]}',
      "lacks field 'bbox'"),
     ('{"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}]}', "duplicate image id 1"),
-    ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": '
-     '[{"id": 1, "image_id": 7, "bbox": [0, 0, 1, 1]}]}', "image_id 7"),
+    ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 3, "image_id": 1, "bbox": [0, 0, 1, 1]}, '
+     '{"id": 3, "image_id": 1, "bbox": [0, 0, 2, 2]}]}', "duplicate annotation id 3"),
 ])
 def test_unusable_annotation_files_name_the_file_and_field(tmp_path, content, words):
     ann = tmp_path / "bad_poly.json"
@@ -67,4 +67,14 @@ def test_paths_outside_the_roots_are_refused(tmp_path):
     ann = write_coco(tmp_path / "x_poly.json",
                      [{"id": 1, "file_name": "../../etc/passwd"}, {"id": 2, "file_name": "/etc/hostname"}], [])
     cat = load_catalog(tmp_path, ann)
-    assert all(img.path is None for img in cat.images.values())
+    assert all(img.path is None and img.problem[0] == "path_refused" for img in cat.images.values())
+    allowed = load_catalog(tmp_path, ann, allow_outside=True)
+    assert allowed.images[2].path is not None and allowed.images[2].problem is None
+
+
+def test_annotation_naming_a_missing_image_keeps_its_face_with_a_reason(tmp_path):
+    ann = write_coco(tmp_path / "x_poly.json", [{"id": 1, "file_name": "a.jpg"}],
+                     [{"id": 5, "image_id": 9, "bbox": [0, 0, 4, 4], "category_id": 1}])
+    cat = load_catalog(tmp_path, ann)
+    assert cat.faces[5].image_id == 9
+    assert cat.images[9].problem[0] == "unknown_image" and "image_id 9" in cat.images[9].problem[1]

@@ -1,0 +1,34 @@
+"""Skip ``gpu`` tests where CUDA is absent and ``trt`` tests where TensorRT or CUDA is absent."""
+import pytest
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _tensorrt() -> bool:
+    if not _cuda():  # never touch tensorrt on a machine without a GPU
+        return False
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:  # ImportError, or a wheel whose libraries do not load
+        return False
+    return True
+
+
+_REASONS = {"gpu": "needs an NVIDIA GPU (torch.cuda.is_available() is False)",
+            "trt": "needs TensorRT and an NVIDIA GPU (pip install 'dfscan[tensorrt]')"}
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = {name for item in items for name in _REASONS if item.get_closest_marker(name)}
+    checks = {"gpu": _cuda, "trt": _tensorrt}
+    missing = {name for name in wanted if not checks[name]()}  # probe only what is asked for
+    for item in items:
+        for name in missing:
+            if item.get_closest_marker(name):
+                item.add_marker(pytest.mark.skip(reason=_REASONS[name]))
