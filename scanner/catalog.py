@@ -120,6 +120,8 @@ def _load_coco(path: Path):
             missing = [f for f in fields if not isinstance(item, dict) or f not in item]
             if missing:
                 raise DfscanError(f"{path}: {key}[{n}] lacks field {missing[0]!r}")
+    for ann in dataset["annotations"]:
+        ann.setdefault("category_id", None)  # unlabelled faces (pycocotools' index needs the key)
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
@@ -132,12 +134,13 @@ def _resolve(file_name: str, ann_root: Path, images_dir: Path, allow_outside: bo
     rel = Path(file_name)
     if (rel.is_absolute() or ".." in rel.parts) and not allow_outside:
         return None, "refused"
+    # a dangling or looping link still resolves: reading it then says what is wrong with it
     for base in (ann_root, images_dir):
         candidate = base / rel
-        if candidate.is_file():
+        if candidate.is_file() or candidate.is_symlink():
             return candidate, "direct"
     candidate = images_dir / rel.name
-    if candidate.is_file():
+    if candidate.is_file() or candidate.is_symlink():
         return candidate, "basename"
     return None, "missing"
 

@@ -67,10 +67,12 @@ def main():
               help="Refuse images larger than this (decompression bombs); their faces get 'too_large'.")
 @click.option("--allow-outside-paths", is_flag=True,
               help="Let annotation file_name entries be absolute or contain '..'.")
+@click.option("--part-rows", default=4096, show_default=True,
+              help="Rows per part file: a killed run loses at most this many faces (or 30 s of work).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
-        max_pixels, allow_outside_paths, quiet):
+        max_pixels, allow_outside_paths, part_rows, quiet):
     """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist).
 
     Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
@@ -85,7 +87,7 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
     _sigterm_as_interrupt()
     settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels)
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
-                      resume=resume, allow_outside=allow_outside_paths, progress=not quiet,
+                      resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,
                       log=lambda m: click.echo(m, err=True))
     click.echo(summary.line())
 
@@ -135,6 +137,7 @@ def export(checkpoint, arch, fmt, out, res, seed):
         raise DfscanError("--format plan: the TensorRT builder is not wired in yet")
     path = do_export(model, config, fmt, out)
     click.echo(f"wrote {path} ({config.arch}, {config.input_size[0]}x{config.input_size[1]})")
+
 
 
 

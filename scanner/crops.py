@@ -17,6 +17,7 @@ UNREADABLE_FILE = "unreadable_file"
 EMPTY_FILE = "empty_file"
 UNSUPPORTED_FORMAT = "unsupported_format"
 TRUNCATED_FILE = "truncated_file"
+CORRUPT_FILE = "corrupt_file"
 TOO_LARGE = "too_large"
 DECODE_ERROR = "decode_error"
 INVALID_BOX = "invalid_box"
@@ -84,6 +85,12 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
         raise FaceError(UNSUPPORTED_FORMAT, f"{fmt} images are not decoded; convert to JPEG or PNG")
     if width * height > max_pixels:
         raise FaceError(TOO_LARGE, f"{width}x{height} is over the {max_pixels}-pixel limit (--max-pixels)")
-    if fmt in ("JPEG", "MPO") and b"\xff\xd9" not in data[-4096:]:
-        raise FaceError(TRUNCATED_FILE, "JPEG has no end-of-image marker: the file is truncated")
+    if fmt in ("JPEG", "MPO"):
+        from .jpegcheck import JpegStructureError, check_jpeg
+
+        try:
+            check_jpeg(data)
+        except JpegStructureError as exc:
+            code = TRUNCATED_FILE if "truncated" in str(exc) else CORRUPT_FILE
+            raise FaceError(code, f"broken JPEG: {exc}") from None
     return ImageInfo(int(width), int(height), fmt)

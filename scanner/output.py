@@ -67,7 +67,7 @@ class RunOutput:
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-            existing = any(self.dir.iterdir())
+            existing = False  # the user's own files beside ours are left alone
         if existing and not resume:
             raise DfscanError(f"{self.dir} is not empty; pass --resume to finish an earlier run "
                               "there, or --overwrite to start again")

@@ -55,6 +55,13 @@ class Cropper:
                                        self.settings.num_threads)
         return self.pipe
 
+    def discard(self):
+        """Shut the pipeline down here and now: a failed DALI pipeline left to the garbage
+        collector was seen to crash the process when collected later, from another thread."""
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            pipe._shutdown()
+
     def _to_host_or_device(self, tensor_list):
         if self.settings.device == "gpu":
             import torch
@@ -72,7 +79,7 @@ class Cropper:
             outputs = run_batch(self._pipe(), planned.face_batch())
             return [(planned.face_ids, self._to_host_or_device(outputs[0]))], []
         except RuntimeError as exc:
-            self.pipe = None
+            self.discard()
             if len(jobs) == 1:
                 reason = _dali_reason(exc)
                 return [], [FaceResult(f, DECODE_ERROR, reason) for f in jobs[0].face_ids]

@@ -83,13 +83,11 @@ def write_bad_corpus(root):
     Image.fromarray(img).save(root / "png_named.jpg", format="PNG")
     Image.fromarray(img).convert("L").save(root / "gray.jpg", quality=92)
     Image.fromarray(img).convert("CMYK").save(root / "cmyk.jpg", quality=92)
-    # a file that passes the header checks but breaks the decoder mid-stream
-    broken = bytearray(good)
-    dht = broken.index(b"\xff\xc4")  # Huffman table: absurd code counts
-    broken[dht + 5: dht + 21] = b"\xff" * 16
-    (root / "corrupt_body.jpg").write_bytes(bytes(broken))
+    # a file that passes the up-front checks but breaks the decoder mid-stream
+    from hostile import corrupt_deflate_png
+    (root / "corrupt_body.png").write_bytes(corrupt_deflate_png(img))
     names = ["good.jpg", "empty.jpg", "truncated.jpg", "random.jpg", "real_png.png", "png_named.jpg",
-             "gray.jpg", "cmyk.jpg", "missing.jpg", "corrupt_body.jpg", "good.jpg"]
+             "gray.jpg", "cmyk.jpg", "missing.jpg", "corrupt_body.png", "good.jpg"]
     images = [{"id": i + 1, "file_name": n} for i, n in enumerate(names)]
     anns = [{"id": i + 1, "image_id": i + 1, "bbox": [20, 20, 100, 100], "category_id": i % 2}
             for i in range(len(names))]

