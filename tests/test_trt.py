@@ -130,3 +130,15 @@ def test_build_plan_checks_its_arguments_before_tensorrt(tmp_path):
         build_plan(tmp_path / "x.onnx", tmp_path / "x.plan", min_batch=8, max_batch=4)
     with pytest.raises(DfscanError, match="not found"):
         build_plan(tmp_path / "missing.onnx", tmp_path / "x.plan")
+
+
+@pytest.mark.skipif(TRT_USABLE, reason="TensorRT and a GPU are present here")
+def test_cli_plan_export_without_tensorrt_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from scanner.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--arch", "squeezenet", "--format", "plan",
+                                    "--out", str(tmp_path / "m.plan")])
+    assert res.exit_code == 1 and "TensorRT" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "m.plan").exists()
