@@ -7,13 +7,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from engines.export import export_onnx, export_pt, model_from_source
 from scanner.catalog import load_catalog
 from scanner.job import run_job
 from scanner.runner import Cropper, RunSettings
 
 from _data import MULTIFACE, REALORFAKE
 from test_pipeline import RAW
+from test_run import engines_dir  # noqa: F401  (module fixture: an untrained MobileNetV2)
 
 pytestmark = pytest.mark.gpu
 
@@ -42,15 +42,6 @@ def test_mixed_decoder_crops_equal_cpu_crops(images):
     assert cpu.keys() == gpu.keys()
     for f in cpu:
         assert np.percentile(np.abs(cpu[f] - gpu[f]), 99.5) <= 2.0
-
-
-@pytest.fixture(scope="module")
-def engines_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu-engines")
-    model, config = model_from_source(arch="mobilenetv2", seed=1)
-    export_onnx(model, config, out / "m.onnx")
-    export_pt(model, config, out / "m.pt")
-    return out
 
 
 def test_cuda_fp16_torch_engine_matches_cpu_fp32(engines_dir, tmp_path):
