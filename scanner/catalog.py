@@ -7,6 +7,7 @@ the whole image.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -36,6 +37,7 @@ class FaceRecord:
     image_id: int
     bbox: tuple[float, float, float, float] | None  # None: the whole image
     label: int | None = None  # 0 Real, 1 Fake, None unknown
+    score: float | None = None  # the face detector's confidence (annotation field ``score``)
 
 
 @dataclass
@@ -93,6 +95,15 @@ def load_catalog(images_dir, annotations=None, allow_outside: bool = False) -> C
     return _coco_catalog(images_dir, Path(annotations), allow_outside)
 
 
+def catalog_from_coco(images_dir, dataset: dict, ann_path, allow_outside: bool = False) -> Catalog:
+    """The catalog of a COCO dict already in memory (``dfscan run`` builds one from its detections).
+
+    ``ann_path`` is where the dict is, or will be, saved: file names resolve against its folder
+    as they would when loading that file. Raises DfscanError as ``load_catalog`` does.
+    """
+    return _coco_catalog(Path(images_dir), Path(ann_path), allow_outside, copy.deepcopy(dataset))
+
+
 def _whole_image_catalog(images_dir: Path) -> Catalog:
     files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     images, faces = {}, {}
@@ -102,16 +113,17 @@ def _whole_image_catalog(images_dir: Path) -> Catalog:
     return Catalog(images, faces)
 
 
-def _load_coco(path: Path):
+def _load_coco(path: Path, dataset: dict | None = None):
     from pycocotools.coco import COCO
 
-    if not path.is_file():
-        raise DfscanError(f"{path}: annotation file not found")
-    try:
-        with open(path, "rb") as fh:
-            dataset = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DfscanError(f"{path}: not valid JSON ({exc}); fix or re-export the annotation file") from None
+    if dataset is None:
+        if not path.is_file():
+            raise DfscanError(f"{path}: annotation file not found")
+        try:
+            with open(path, "rb") as fh:
+                dataset = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DfscanError(f"{path}: not valid JSON ({exc}); fix or re-export the annotation file") from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
         raise DfscanError(f"{path}: no 'images' list; expected COCO / OpenForensics annotations")
     dataset.setdefault("annotations", [])
@@ -145,8 +157,8 @@ def _resolve(file_name: str, ann_root: Path, images_dir: Path, allow_outside: bo
     return None, "missing"
 
 
-def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool) -> Catalog:
-    coco = _load_coco(ann_path)
+def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset: dict | None = None) -> Catalog:
+    coco = _load_coco(ann_path, dataset)
     images, faces = {}, {}
     counts = {"direct": 0, "basename": 0, "missing": 0, "refused": 0}
     ann_root = ann_path.parent
@@ -162,6 +174,9 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool) -> Cata
                                      "pass --allow-outside-paths if that is intended")
         images[image_id] = ImageRecord(image_id, str(img["file_name"]), path, img.get("corruption"),
                                        problem=problem)
+    # dfscan detect marks images it found no face in (or could not read) with status/error
+    statuses = {int(img["id"]): (img["status"], str(img.get("error") or img["status"]))
+                for img in coco.dataset["images"] if isinstance(img.get("status"), str) and img["status"] != "ok"}
     has_labels = False
     for ann in coco.dataset["annotations"]:
         face_id, image_id = int(ann["id"]), int(ann["image_id"])
@@ -173,8 +188,18 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool) -> Cata
         label = ann.get("category_id")
         label = int(label) if label in (0, 1) else None
         has_labels |= label is not None
-        faces[face_id] = FaceRecord(face_id, image_id, _bbox(ann["bbox"]), label)
+        score = ann.get("score")
+        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+        faces[face_id] = FaceRecord(face_id, image_id, _bbox(ann["bbox"]), label, score)
         images[image_id].face_ids.append(face_id)
+    next_id = max(faces, default=0) + 1
+    for image_id, problem in statuses.items():  # one row each, after the annotated faces
+        if not images[image_id].face_ids:
+            faces[next_id] = FaceRecord(next_id, image_id, None)
+            images[image_id].face_ids.append(next_id)
+            if images[image_id].problem is None and images[image_id].path is not None:
+                images[image_id].problem = problem  # a file gone since keeps its own status
+            next_id += 1
     return Catalog(images, faces, ann_path, counts["direct"], counts["basename"],
                    counts["missing"] + counts["refused"], has_labels)
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from engines.errors import DfscanError
+from scanner.detect_cli import detect_options
 
 EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
@@ -70,12 +71,29 @@ def main():
 @click.option("--part-rows", default=4096, show_default=True,
               help="Rows per part file: a killed run loses at most this many faces (or 30 s of work).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Scan on a Ray cluster (pip install 'dfscan[ray]'): shards of whole images, one DALI "
+                   "pipeline and engine per worker; same output as a run here.")
+@click.option("--ray-address", default=None,
+              help="--ray: 'auto' (the cluster 'ray start' runs on this machine), HOST:PORT, or 'local' "
+                   "(a private cluster for this run). Default: $RAY_ADDRESS, else local.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="--ray: number of workers. Default: one per GPU of the cluster (per CPU without GPUs).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="--ray: GPUs per worker (0.5 puts two on a GPU, 0 scans on CPUs). "
+                   "Default: 1 where the cluster has GPUs, else 0.")
+@click.option("--shard-images", type=click.IntRange(min=1), default=None,
+              help="--ray: images per shard, the unit a worker scans and a crash re-runs. Default: 256.")
+@detect_options
 @user_errors
 def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
-        max_pixels, allow_outside_paths, part_rows, quiet):
+        max_pixels, allow_outside_paths, part_rows, quiet, use_ray, ray_address, workers, gpus_per_worker,
+        shard_images, detect):
     """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist).
 
     Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
+
+    On a Ray cluster: dfscan run IMAGES --engine model.plan --out results/ --ray --ray-address auto
     """
     from scanner.job import run_job
     from scanner.runner import RunSettings
@@ -84,12 +102,30 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
         raise DfscanError("--batch-size must be at least 1")
     if resume and overwrite:
         raise DfscanError("--resume and --overwrite contradict each other; pick one")
+    ray_opts = _ray_options(use_ray, ray_address, workers, gpus_per_worker, shard_images)
     _sigterm_as_interrupt()
     settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels)
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
                       resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,
-                      log=lambda m: click.echo(m, err=True))
+                      log=lambda m: click.echo(m, err=True), ray=ray_opts, detect=detect)
     click.echo(summary.line())
+
+
+def _ray_options(use_ray, address, workers, gpus_per_worker, shard_images):
+    """RayOptions for --ray (importing Ray only then), or None; the --ray options alone are an error."""
+    given = {"--ray-address": address, "--workers": workers, "--gpus-per-worker": gpus_per_worker,
+             "--shard-images": shard_images}
+    if not use_ray:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise DfscanError(f"{', '.join(stray)} only apply with --ray")
+        return None
+    from scanner.distributed import RayOptions
+
+    opts = RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+    if shard_images is not None:
+        opts.shard_images = shard_images
+    return opts
 
 
 @main.command()
@@ -169,6 +205,10 @@ def _export_plan(model, config, out, fp16, int8, calib_data, max_batch):
                           max_batch=max_batch, opt_batch=min(32, max_batch))
 
 
+main.add_command(__import__("scanner.bench", fromlist=["bench"]).bench)  # dfscan bench
+main.add_command(__import__("scanner.explain", fromlist=["explain"]).explain)  # dfscan explain
+main.add_command(__import__("scanner.detect_cli", fromlist=["detect"]).detect)  # dfscan detect
+main.add_command(__import__("scanner.detect_cli", fromlist=["detectors"]).detectors)  # dfscan detectors
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ DECODE_ERROR = "decode_error"
 INVALID_BOX = "invalid_box"
 EMPTY_BOX = "empty_box"
 BOX_OUTSIDE_IMAGE = "box_outside_image"
+NO_FACE = "no_face"  # the face detector found none in the image: one row keeps the image
 
 DALI_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF", "JPEG2000", "PPM"}
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above it a file is refused as a possible decompression bomb

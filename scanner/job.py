@@ -1,6 +1,8 @@
 """One ``dfscan run``: catalog → engine → scan → parts → faces.parquet (+ metrics.parquet)."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +11,7 @@ import pyarrow.parquet as pq
 
 from engines.errors import DfscanError
 
+from . import detect as detection
 from .catalog import load_catalog
 from .metrics import METRICS_SCHEMA, metrics_table
 from .output import RunOutput
@@ -84,41 +87,69 @@ def run_meta(engine, engine_path, settings: RunSettings, images, catalog) -> dic
             "versions": versions()}
 
 
+@contextlib.contextmanager
+def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=print):
+    """Yields ``(engine, engine_path, scan_todo)``: this process's engine and ``scan``, or with
+    ``ray`` (a ``scanner.distributed.RayOptions``) a pool of Ray workers, stopped on exit."""
+    if ray is None:
+        engine, engine_path = open_engine(engine_path, settings.device)
+        yield engine, engine_path, functools.partial(scan, catalog, engine, settings)
+        return
+    from .distributed import RayScanner
+
+    with RayScanner(engine_path or DEFAULT_ENGINE, settings, ray, log) as pool:
+        yield pool.engine, pool.engine_path, functools.partial(pool.scan, catalog)
+
+
 def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSettings | None = None,
             overwrite: bool = False, resume: bool = False, allow_outside: bool = False,
-            part_rows: int = 4096, progress: bool = True, log=print) -> RunSummary:
-    """Scan ``images`` into ``out_dir``. Raises DfscanError when the run cannot be done and
-    RunInterrupted (after saving what was scanned) on Ctrl-C."""
+            part_rows: int = 4096, progress: bool = True, log=print, ray=None, detect=None) -> RunSummary:
+    """Scan ``images`` into ``out_dir``, here or with ``ray`` (RayOptions) on a Ray cluster.
+    Raises DfscanError when the run cannot be done and RunInterrupted (after saving what was
+    scanned) on Ctrl-C. ``detect`` (``scanner.detect.DetectSettings``) finds the faces where
+    there are no annotations; None (the library default) keeps one whole-image face per image."""
     settings = settings or RunSettings()
-    settings.device = resolve_device(settings.device)
+    if ray is None:  # Ray workers find their own device
+        settings.device = resolve_device(settings.device)
     catalog = load_catalog(images, annotations, allow_outside=allow_outside)
     log(catalog.summary())
-    engine, engine_path = open_engine(engine_path, settings.device)
-    meta = run_meta(engine, engine_path, settings, images, catalog)
-    output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
-    start = time.perf_counter()
-    done = set() if output.complete else output.done_face_ids()
-    todo = [i for i, img in catalog.images.items() if not all(f in done for f in img.face_ids)]
-    resumed = sum(1 for f in catalog.faces if f in done)
-    if resume and output.complete:
-        log(f"{output.dir} already holds a complete run; nothing to scan")
-        todo = []
-    elif resumed:
-        log(f"resuming: {resumed} faces already saved, {len(todo)} images left")
-    from tqdm import tqdm
+    detecting, save_detections = detection.applies(catalog, detect), None
+    if detecting:  # a plain folder: find the faces, then scan them as annotated ones
+        # detection runs here, in this process, even when Ray scans
+        detect.device = resolve_device("auto" if ray is not None else settings.device)
+        detect.max_pixels = settings.max_pixels
+        catalog, save_detections = detection.catalog_for_run(catalog, images, out_dir, detect, resume=resume,
+                                                             overwrite=overwrite, progress=progress, log=log)
+        log(catalog.summary())
+    with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, scan_todo):
+        meta = run_meta(engine, engine_path, settings, images, catalog)
+        meta.update(detect.meta() if detecting else {})
+        output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
+        if save_detections is not None:
+            save_detections()
+        start = time.perf_counter()
+        done = set() if output.complete else output.done_face_ids()
+        todo = [i for i, img in catalog.images.items() if not all(f in done for f in img.face_ids)]
+        resumed = sum(1 for f in catalog.faces if f in done)
+        if resume and output.complete:
+            log(f"{output.dir} already holds a complete run; nothing to scan")
+            todo = []
+        elif resumed:
+            log(f"resuming: {resumed} faces already saved, {len(todo)} images left")
+        from tqdm import tqdm
 
-    bar = tqdm(total=len(catalog.faces), initial=resumed, unit="face", disable=not progress,
-               desc="scan", dynamic_ncols=True)
-    try:
-        for table in scan(catalog, engine, settings, image_ids=todo, on_faces=bar.update):
-            output.add(table)
-    except KeyboardInterrupt:
-        output.flush()
+        bar = tqdm(total=len(catalog.faces), initial=resumed, unit="face", disable=not progress,
+                   desc="scan", dynamic_ncols=True)
+        try:
+            for table in scan_todo(image_ids=todo, on_faces=bar.update):
+                output.add(table)
+        except KeyboardInterrupt:
+            output.flush()
+            bar.close()
+            saved = len(output.done_face_ids())
+            raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} faces are saved in {output.dir}; "
+                                 "run the same command with --resume to finish") from None
         bar.close()
-        saved = len(output.done_face_ids())
-        raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} faces are saved in {output.dir}; "
-                             "run the same command with --resume to finish") from None
-    bar.close()
     faces_path = output.dir / "faces.parquet"
     if not output.complete:
         faces_path = output.finish({f: n for n, f in enumerate(catalog.faces)})

@@ -28,9 +28,10 @@ from .writers import with_metadata
 
 MANIFEST = "manifest.json"
 PARTS = "parts"
-OUR_FILES = (MANIFEST, PARTS, "faces.parquet", "metrics.parquet")
+OUR_FILES = (MANIFEST, PARTS, "faces.parquet", "metrics.parquet", "detections_poly.json")
 # settings that change the rows: a resume with different ones would mix two runs
-MUST_MATCH = ("engine", "arch", "input_size", "crop_margin", "threshold", "images", "annotations")
+MUST_MATCH = ("engine", "arch", "input_size", "crop_margin", "threshold", "images", "annotations",
+              "detector", "det_margin", "det_max_side", "det_min_face", "det_min_score")
 
 
 def _write_atomic(path: Path, data: bytes):

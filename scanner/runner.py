@@ -89,9 +89,9 @@ class Cropper:
             return pieces_a + pieces_b, failed_a + failed_b
 
 
-def _produce(catalog, config, settings, out: queue.Queue, stop: threading.Event, image_ids):
+def _produce(catalog, config, settings, out: queue.Queue, stop: threading.Event, image_ids, cropper=None):
     try:
-        cropper = Cropper(config, settings)
+        cropper = cropper or Cropper(config, settings)
         for planned in plan_batches(catalog, settings.batch_size, config.crop_margin,
                                     settings.max_pixels, image_ids):
             pieces, failed = cropper.crop(planned.jobs) if planned.jobs else ([], [])
@@ -108,11 +108,15 @@ def _produce(catalog, config, settings, out: queue.Queue, stop: threading.Event,
         out.put(exc)
 
 
-def iter_crops(catalog: Catalog, config, settings: RunSettings, image_ids=None) -> Iterator[CroppedBatch]:
-    """Crops batch by batch, computed one step ahead in a background thread."""
+def iter_crops(catalog: Catalog, config, settings: RunSettings, image_ids=None,
+               cropper: Cropper | None = None) -> Iterator[CroppedBatch]:
+    """Crops batch by batch, computed one step ahead in a background thread.
+
+    ``cropper`` lets a long-lived caller (a Ray worker) keep one DALI pipeline across calls.
+    """
     out: queue.Queue = queue.Queue(maxsize=settings.queue_depth)
     stop = threading.Event()
-    worker = threading.Thread(target=_produce, args=(catalog, config, settings, out, stop, image_ids),
+    worker = threading.Thread(target=_produce, args=(catalog, config, settings, out, stop, image_ids, cropper),
                               daemon=True, name="dfscan-dali")
     worker.start()
     try:
@@ -133,13 +137,13 @@ def softmax_fake(logits: np.ndarray) -> np.ndarray:
     return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
 
 
-def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_faces=None):
+def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_faces=None, cropper=None):
     """Scan the catalog; yields one pyarrow Table of result rows per batch, in catalog order.
 
     ``on_faces(n)`` is called with the number of faces each batch accounts for (progress bars).
     """
     order = {f: n for n, f in enumerate(catalog.faces)}
-    for cropped in iter_crops(catalog, engine.config, settings, image_ids):
+    for cropped in iter_crops(catalog, engine.config, settings, image_ids, cropper):
         results: dict[int, tuple] = {}
         for face_ids, crops in cropped.pieces:
             scores = softmax_fake(engine.infer(crops))

@@ -17,6 +17,7 @@ FACES_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error", pa.string()),
     ("corruption", pa.string()),
+    ("det_score", pa.float32()),  # the face detector's confidence; null for annotated boxes
 ])
 
 
@@ -45,4 +46,5 @@ def rows_to_table(catalog, face_ids, results, rois, threshold: float) -> pa.Tabl
         cols["status"].append(status)
         cols["error"].append(error)
         cols["corruption"].append(image.corruption)
+        cols["det_score"].append(face.score)
     return pa.table(cols, schema=FACES_SCHEMA)

@@ -15,7 +15,8 @@ def versions() -> dict:
     from importlib import metadata
 
     out = {}
-    for dist in ("dfscan", "nvidia-dali-cuda120", "torch", "onnxruntime", "timm", "tensorrt"):
+    for dist in ("dfscan", "nvidia-dali-cuda120", "nvidia-dali-cuda130", "torch", "onnxruntime",
+                 "onnxruntime-gpu", "timm", "tensorrt", "tensorrt-cu12"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -59,20 +59,23 @@ class ModelEntry:
     config: ModelConfig
     fixed_input_size: bool = False  # True where the head's shape depends on the input size
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # dotted path of the module whose output Grad-CAM explains (usually the last conv block);
+    # None: ``engines.cam`` falls back to the model's last Conv2d
+    cam_layer: str | None = None
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, config: ModelConfig | None = None, *, fixed_input_size=False,
-                   tags: tuple[str, ...] = ()):
+                   tags: tuple[str, ...] = (), cam_layer: str | None = None):
     """Decorator registering ``builder(pretrained, num_classes)`` under ``name``."""
 
     def wrap(builder):
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
         _MODELS[name] = ModelEntry(name, builder, config or ModelConfig(arch=name),
-                                   fixed_input_size, tuple(tags))
+                                   fixed_input_size, tuple(tags), cam_layer)
         return builder
 
     return wrap

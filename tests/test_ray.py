@@ -1,0 +1,196 @@
+"""``dfscan run --ray``: Ray workers give the rows a run here gives, face by face, whatever dies.
+
+Ray is an optional extra and CI does not install it: the tests that need it skip themselves
+there, and run only where ``pip install 'dfscan[ray]'`` was done. They start a small local
+cluster of their own (2 CPUs, so two CPU workers).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from engines.export import export_onnx, model_from_source
+from scanner.catalog import load_catalog
+from scanner.cli import main
+from scanner.runner import RunSettings
+
+from _data import MULTIFACE, REALORFAKE, write_coco
+
+
+@pytest.fixture(scope="module")
+def big_set(tmp_path_factory):
+    """~2,200 faces (every Train and Val image of realorfake, four boxes each) and a 64-px engine."""
+    root = tmp_path_factory.mktemp("rayset")
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for split in ("Train", "Val"):
+        for path in sorted((REALORFAKE / "Images" / split).glob("*.jpg")):
+            images.append({"id": len(images) + 1, "file_name": str(path)})
+            for _ in range(4):
+                x, y = rng.uniform(0, 380, 2)
+                w, h = rng.uniform(40, 130, 2)
+                anns.append({"id": len(anns) + 1, "image_id": len(images), "bbox": [x, y, w, h],
+                             "category_id": int(rng.integers(0, 2))})
+    ann = write_coco(root / "big_poly.json", images, anns)
+    model, config = model_from_source(arch="mobilenetv2", seed=3, input_size=(64, 64))
+    return ann, export_onnx(model, config, root / "m64.onnx"), len(anns)
+
+
+def run_args(big_set, out):
+    ann, engine, _ = big_set
+    return [str(a) for a in ("run", REALORFAKE, "--annotations", ann, "--engine", engine, "--out", out,
+                             "--batch-size", 32, "--part-rows", 64, "--quiet", "--allow-outside-paths")]
+
+
+@pytest.fixture(scope="module")
+def reference(big_set, tmp_path_factory):
+    """faces.parquet of a plain single-process run."""
+    out = tmp_path_factory.mktemp("single") / "o"
+    res = CliRunner().invoke(main, run_args(big_set, out))
+    assert res.exit_code == 0, res.output
+    return pq.read_table(out / "faces.parquet")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster for this module; yields its address for drivers in other processes."""
+    ray = pytest.importorskip("ray")
+    on_term = signal.getsignal(signal.SIGTERM)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    signal.signal(signal.SIGTERM, on_term)  # Ray's own handler would abort pytest
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def assert_same_rows(a, b):
+    assert a.column("face_id").to_pylist() == b.column("face_id").to_pylist()
+    assert a.drop(["score_fake"]).equals(b.drop(["score_fake"]))  # boxes, labels, statuses, preds
+    np.testing.assert_allclose(a.column("score_fake").to_numpy(zero_copy_only=False),
+                               b.column("score_fake").to_numpy(zero_copy_only=False), atol=1e-5)
+
+
+def scan_with_kills(pool, catalog, kill_after_s, after_first_shard=False):
+    """Run ``pool.scan``; SIGKILL every worker process ``kill_after_s`` after the scan starts (or
+    after the first shard is back, when every worker has a shard in hand). Returns the tables, the
+    worker pids before and after, and how many shards had come back when the kill landed."""
+    import ray
+
+    pids = ray.get([a.pid.remote() for a in pool.actors])  # answered even by a busy worker
+    tables, at_kill = [], []
+
+    def kill():
+        at_kill.append(len(tables))
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    timer = threading.Timer(kill_after_s, kill)
+    if not after_first_shard:
+        timer.start()
+    try:
+        for table in pool.scan(catalog):
+            tables.append(table)
+            if not timer.is_alive() and not at_kill:
+                timer.start()
+    finally:
+        timer.cancel()
+    return tables, pids, ray.get([a.pid.remote() for a in pool.actors]), at_kill
+
+
+def test_ray_run_equals_a_single_process_run(big_set, reference, cluster, tmp_path):
+    out = tmp_path / "o"
+    res = CliRunner().invoke(main, run_args(big_set, out) + ["--ray", "--workers", "2", "--shard-images", "32"])
+    assert res.exit_code == 0, res.output
+    assert "2 workers on CPU" in res.output
+    faces = pq.read_table(out / "faces.parquet")
+    assert faces.num_rows == big_set[2]
+    assert_same_rows(reference, faces)
+    assert faces.schema.equals(reference.schema, check_metadata=False)
+    assert (out / "metrics.parquet").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["faces"] == big_set[2]
+    assert manifest["settings"]["device"] == "cpu" and not (out / "parts").exists()
+
+
+def test_killed_workers_cost_a_retry_never_a_face(big_set, reference, cluster):
+    from scanner.distributed import RayOptions, RayScanner
+
+    catalog = load_catalog(REALORFAKE, big_set[0], allow_outside=True)
+    n_shards = -(-len(catalog.images) // 16)
+    with RayScanner(big_set[1], RunSettings(batch_size=32), RayOptions(workers=2, shard_images=16)) as pool:
+        tables, before, after, at_kill = scan_with_kills(pool, catalog, 0.3, after_first_shard=True)
+    assert at_kill and at_kill[0] < n_shards  # both workers died mid-job, each with a shard in hand
+    assert set(before).isdisjoint(after)  # Ray restarted them
+    assert len(tables) == n_shards  # each shard re-run, none split: the retries sufficed
+    ids = [f for t in tables for f in t.column("face_id").to_pylist()]
+    assert Counter(ids) == Counter(list(catalog.faces))  # every face exactly once
+    got = pa.concat_tables(tables).sort_by("face_id")
+    assert_same_rows(reference, got.cast(reference.schema))
+
+
+def test_shard_out_of_retries_is_split_and_finished(big_set, cluster):
+    from scanner.distributed import RayOptions, RayScanner
+
+    catalog = load_catalog(REALORFAKE, big_set[0], allow_outside=True)
+    catalog = catalog.subset(list(catalog.images)[:192])
+    opts = RayOptions(workers=1, shard_images=192, retries=0)
+    with RayScanner(big_set[1], RunSettings(batch_size=32), opts) as pool:
+        tables, before, after, _ = scan_with_kills(pool, catalog, 0.2)  # mid-shard: 768 faces take seconds
+    assert before != after
+    assert len(tables) >= 2  # the shard whose worker died came back in halves
+    ids = [f for t in tables for f in t.column("face_id").to_pylist()]
+    assert Counter(ids) == Counter(list(catalog.faces))
+    assert {s for t in tables for s in t.column("status").to_pylist()} == {"ok"}
+
+
+def test_resume_after_the_driver_is_killed(big_set, reference, cluster, tmp_path):
+    import ray
+
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", "scanner.cli", *run_args(big_set, out), "--ray", "--ray-address", cluster,
+            "--workers", "2", "--shard-images", "16"]
+    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list((out / "parts").glob("part-*.parquet"))) < 3:
+        assert driver.poll() is None, driver.stderr.read()
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    saved = sum(pq.read_metadata(p).num_rows for p in (out / "parts").glob("part-*.parquet"))
+    assert 0 < saved < big_set[2]
+
+    # the killed driver's workers go with its job, so the two CPUs are free for the next one
+    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    faces = pq.read_table(out / "faces.parquet")
+    assert faces.num_rows == big_set[2]
+    assert_same_rows(reference, faces)
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2  # no worker outlived its driver
+
+
+def test_without_ray_nothing_of_ray_is_imported(big_set, tmp_path):
+    code = ("import sys; from scanner.cli import main; "
+            f"main(['run', {str(MULTIFACE / 'Images')!r}, '--engine', {str(big_set[1])!r}, "
+            f"'--out', {str(tmp_path / 'o')!r}, '--quiet'], standalone_mode=False); "
+            "print('ray' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_ray_options_need_ray(big_set, tmp_path):
+    res = CliRunner().invoke(main, run_args(big_set, tmp_path / "o") + ["--workers", "2"])
+    assert res.exit_code == 1 and "--workers only apply with --ray" in res.output
