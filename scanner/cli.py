@@ -205,6 +205,7 @@ def _export_plan(model, config, out, fp16, int8, calib_data, max_batch):
                           max_batch=max_batch, opt_batch=min(32, max_batch))
 
 
+__import__("engines.train_cli", fromlist=["register"]).register(main)  # dfscan train, dfscan eval
 main.add_command(__import__("scanner.bench", fromlist=["bench"]).bench)  # dfscan bench
 main.add_command(__import__("scanner.explain", fromlist=["explain"]).explain)  # dfscan explain
 main.add_command(__import__("scanner.detect_cli", fromlist=["detect"]).detect)  # dfscan detect
