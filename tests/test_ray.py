@@ -19,31 +19,16 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from engines.export import export_onnx, model_from_source
 from scanner.catalog import load_catalog
 from scanner.cli import main
 from scanner.runner import RunSettings
 
-from _data import MULTIFACE, REALORFAKE, write_coco
+from _data import MULTIFACE, REALORFAKE, write_big_set
 
 
 @pytest.fixture(scope="module")
 def big_set(tmp_path_factory):
-    """~2,200 faces (every Train and Val image of realorfake, four boxes each) and a 64-px engine."""
-    root = tmp_path_factory.mktemp("rayset")
-    rng = np.random.default_rng(0)
-    images, anns = [], []
-    for split in ("Train", "Val"):
-        for path in sorted((REALORFAKE / "Images" / split).glob("*.jpg")):
-            images.append({"id": len(images) + 1, "file_name": str(path)})
-            for _ in range(4):
-                x, y = rng.uniform(0, 380, 2)
-                w, h = rng.uniform(40, 130, 2)
-                anns.append({"id": len(anns) + 1, "image_id": len(images), "bbox": [x, y, w, h],
-                             "category_id": int(rng.integers(0, 2))})
-    ann = write_coco(root / "big_poly.json", images, anns)
-    model, config = model_from_source(arch="mobilenetv2", seed=3, input_size=(64, 64))
-    return ann, export_onnx(model, config, root / "m64.onnx"), len(anns)
+    return write_big_set(tmp_path_factory.mktemp("rayset"))
 
 
 def run_args(big_set, out):

@@ -1,6 +1,5 @@
 """Crash safety: a run killed with SIGKILL and resumed equals an uninterrupted run, face by face."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,10 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from engines.export import export_onnx, model_from_source
 from scanner.cli import main
 
-from _data import REALORFAKE, write_coco
+from _data import REALORFAKE, write_big_set
 
 FACES_PER_IMAGE = 4
 
@@ -23,21 +21,7 @@ FACES_PER_IMAGE = 4
 def big_set(tmp_path_factory):
     """~2,200 faces: every Train and Val image of realorfake with four boxes each."""
     root = tmp_path_factory.mktemp("big")
-    rng = np.random.default_rng(0)
-    images, anns = [], []
-    for split in ("Train", "Val"):
-        for path in sorted((REALORFAKE / "Images" / split).glob("*.jpg")):
-            image_id = len(images) + 1
-            images.append({"id": image_id, "file_name": str(path)})
-            for _ in range(FACES_PER_IMAGE):
-                x, y = rng.uniform(0, 380, 2)
-                w, h = rng.uniform(40, 130, 2)
-                anns.append({"id": len(anns) + 1, "image_id": image_id, "bbox": [x, y, w, h],
-                             "category_id": int(rng.integers(0, 2))})
-    ann = write_coco(root / "big_poly.json", images, anns)
-    model, config = model_from_source(arch="mobilenetv2", seed=3, input_size=(64, 64))
-    engine = export_onnx(model, config, root / "m64.onnx")
-    return root, ann, engine, len(anns)
+    return (root, *write_big_set(root, FACES_PER_IMAGE))
 
 
 def dfscan(*args, **kw):
