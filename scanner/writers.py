@@ -1,4 +1,4 @@
-"""Parquet writers: rows stream into row groups; the file appears under its name only when complete."""
+"""Parquet helpers: run settings and versions in the key-value metadata, atomic whole-file writes."""
 from __future__ import annotations
 
 import json
@@ -34,32 +34,11 @@ def read_settings(path) -> dict:
     return json.loads(meta.get(METADATA_KEY, b"{}"))
 
 
-class ParquetStream:
-    """Write tables one by one as row groups of ``path``; ``close()`` publishes the file."""
-
-    def __init__(self, path, schema: pa.Schema, settings: dict):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".partial")
-        self.schema = with_metadata(schema, settings)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema)
-        self.rows = 0
-
-    def write(self, table: pa.Table):
-        if table.num_rows:
-            self.writer.write_table(table.cast(self.schema))
-            self.rows += table.num_rows
-
-    def close(self) -> Path:
-        self.writer.close()
-        self.tmp.replace(self.path)
-        return self.path
-
-    def abort(self):
-        self.writer.close()
-        self.tmp.unlink(missing_ok=True)
-
-
 def write_table(path, table: pa.Table, settings: dict) -> Path:
-    stream = ParquetStream(path, table.schema, settings)
-    stream.write(table)
-    return stream.close()
+    """Write ``table`` with ``settings`` in its metadata; the file appears under its name only
+    when complete (written beside it, then renamed)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    pq.write_table(table.cast(with_metadata(table.schema, settings)), tmp)
+    tmp.replace(path)
+    return path

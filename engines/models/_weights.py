@@ -4,7 +4,6 @@ Nothing here downloads: model hubs are unreachable where dfscan runs.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from ..errors import DfscanError
@@ -70,6 +69,3 @@ def load_state_dict_file(model, path, strict: bool = False, remap=None) -> list[
         raise DfscanError(f"{path}: missing tensors {skipped[:5]}")
     return skipped
 
-
-def has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
