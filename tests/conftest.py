@@ -32,3 +32,17 @@ def pytest_collection_modifyitems(config, items):
         for name in missing:
             if item.get_closest_marker(name):
                 item.add_marker(pytest.mark.skip(reason=_REASONS[name]))
+
+
+@pytest.fixture(scope="session")
+def engines_dir(tmp_path_factory):
+    """``m.onnx`` and ``m.pt``: one 64-px MobileNetV2 whose scores follow the crop's pixels
+    (``_data.varying_model``), shared by every test that compares scores."""
+    from _data import varying_model
+    from engines.export import export_onnx, export_pt
+
+    out = tmp_path_factory.mktemp("engines")
+    model, config = varying_model(input_size=(64, 64))
+    export_onnx(model, config, out / "m.onnx")
+    export_pt(model, config, out / "m.pt")
+    return out

@@ -13,7 +13,6 @@ from scanner.runner import Cropper, RunSettings
 
 from _data import MULTIFACE, REALORFAKE
 from test_pipeline import RAW
-from test_run import engines_dir  # noqa: F401  (module fixture: an untrained MobileNetV2)
 
 pytestmark = pytest.mark.gpu
 

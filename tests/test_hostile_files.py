@@ -11,7 +11,6 @@ from scanner.runner import RunSettings, scan
 
 from _data import write_coco
 from hostile import sample_image, write_file_cases
-from test_run import engines_dir  # noqa: F401  (module-scoped fixture: an untrained MobileNetV2)
 
 
 def make_corpus(root):

@@ -7,7 +7,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from engines.export import export_onnx, export_pt, model_from_source
 from scanner.cli import main
 from scanner.job import run_job
 from scanner.runner import RunSettings
@@ -15,15 +14,6 @@ from scanner.schema import FACES_SCHEMA
 from scanner.writers import read_settings
 
 from _data import MULTIFACE, REALORFAKE, gradient_image, write_coco
-
-
-@pytest.fixture(scope="module")
-def engines_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines")
-    model, config = model_from_source(arch="mobilenetv2", seed=1)
-    export_onnx(model, config, out / "m.onnx")
-    export_pt(model, config, out / "m.pt")
-    return out
 
 
 def quiet_run(images, out, engine, annotations=None, **kw):
