@@ -1,6 +1,8 @@
 """Plan the flat face batches: images kept whole where they fit, none dropped, none padded."""
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -57,9 +59,19 @@ class PlannedBatch:
         return [f for job in self.jobs for f in job.face_ids]
 
 
+# Fault injection for crash tests (in the spirit of fail-rs failpoints): a process that reads a
+# file whose name contains this variable's value dies by a real signal, exactly where a decoder
+# crash would take it down. SIGKILL, because a sent SIGSEGV can be survived: Ray workers install
+# a handler that logs it and returns. Unset (always, outside tests) it costs a dictionary lookup.
+CRASH_ENV = "DFSCAN_CRASH_ON"
+
+
 def read_file(path: Path | None) -> bytes:
     if path is None:
         raise FaceError(MISSING_FILE, "the image file was not found")
+    crash_on = os.environ.get(CRASH_ENV)
+    if crash_on and crash_on in path.name:
+        os.kill(os.getpid(), signal.SIGKILL)
     try:
         with open(path, "rb") as fh:
             return fh.read()

@@ -188,10 +188,13 @@ class RayScanner:
                 self._ready(ref)
                 continue
             actor, shard = running.pop(ref)
-            self.free.append(actor)
             try:
                 table = _get(ref)
+                self.free.append(actor)
             except ray.exceptions.RayActorError as exc:
+                # The actor restarts. It gets new work only once it answers again: a shard sent
+                # to it mid-restart fails too, and would be taken for a culprit of its own.
+                self.starting[actor.describe.options(max_task_retries=-1).remote()] = actor
                 if len(shard) > 1:  # find the image that kills the worker; its neighbours get scanned
                     half = len(shard) // 2
                     for part in (shard[half:], shard[:half]):  # a lone image gets the full retries

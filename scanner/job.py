@@ -35,11 +35,11 @@ class RunSummary:
     faces_path: Path
     metrics_path: Path | None
     metrics: dict | None
-    resumed_faces: int = 0
+    resumed_faces: int = 0  # rows that earlier, interrupted runs had saved
+    scanned_faces: int = 0  # rows this call scanned
 
     def line(self) -> str:
-        scanned = self.faces - self.resumed_faces
-        rate = scanned / self.seconds if self.seconds > 0 else float("nan")
+        rate = self.scanned_faces / self.seconds if self.seconds > 0 else float("nan")
         text = (f"scanned {self.faces} faces in {self.images} images in {self.seconds:.1f} s "
                 f"({rate:.1f} faces/s): {self.faces_ok} ok, {self.faces_failed} with an error status "
                 f"-> {self.faces_path}")
@@ -140,10 +140,13 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
 
         bar = tqdm(total=len(catalog.faces), initial=resumed, unit="face", disable=not progress,
                    desc="scan", dynamic_ncols=True)
+        scanned = 0
         try:
             for table in scan_todo(image_ids=todo, on_faces=bar.update):
                 output.add(table)
+                scanned += table.num_rows
         except KeyboardInterrupt:
+            output.record_session(images=len(todo), faces_scanned=scanned, interrupted=True)
             output.flush()
             bar.close()
             saved = len(output.done_face_ids())
@@ -152,6 +155,7 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         bar.close()
     faces_path = output.dir / "faces.parquet"
     if not output.complete:
+        output.record_session(images=len(todo), faces_scanned=scanned, interrupted=False)
         faces_path = output.finish({f: n for n, f in enumerate(catalog.faces)})
     seconds = time.perf_counter() - start
     faces = pq.read_table(faces_path)
@@ -162,4 +166,4 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         metrics_path = write_table(output.dir / "metrics.parquet", table.cast(METRICS_SCHEMA), meta)
         first = table.slice(0, 1).to_pylist()[0]
     return RunSummary(len(catalog.images), faces.num_rows, ok, faces.num_rows - ok, seconds,
-                      faces_path, metrics_path, first, resumed_faces=resumed)
+                      faces_path, metrics_path, first, resumed_faces=resumed, scanned_faces=scanned)

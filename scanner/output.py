@@ -128,6 +128,13 @@ class RunOutput:
         self._save_manifest()
         self.buffer, self.buffered = [], 0
 
+    def record_session(self, images: int, faces_scanned: int, interrupted: bool):
+        """Record in the manifest what this call of ``dfscan run`` scanned: a resumed run's entry
+        shows that it scanned only what the earlier ones had left."""
+        self.manifest.setdefault("sessions", []).append(
+            {"images_to_scan": images, "faces_scanned": faces_scanned, "interrupted": interrupted})
+        self._save_manifest()
+
     def _save_manifest(self):
         _write_atomic(self.dir / MANIFEST, json.dumps(self.manifest, indent=1, default=str).encode())
 

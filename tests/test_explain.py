@@ -167,3 +167,46 @@ def test_moved_images_fail_in_one_line(scan, tmp_path):
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "none of the 2 chosen faces could be cropped again" in result.output.splitlines()[-1]
+
+
+# the cheap architectures (big ones share these registered layer names: efficientnet_b1..b7
+# "bn2", resnet50 "layer4"); vgg16 and inception_resnet_v2 are too slow to build here
+CAM_ARCHS = ("customcnn", "mobilenetv2", "efficientnet_b0", "efficientnet_lite0", "resnet18",
+             "squeezenet", "meso4", "mesoinception4", "xception")
+
+
+@pytest.fixture(scope="module")
+def crops96():
+    return _sample_crops((96, 96))[:2]
+
+
+@pytest.mark.parametrize("arch", CAM_ARCHS)
+def test_gradcam_explains_the_registered_layer(arch, crops96):
+    """Only the top-left cells of the registered layer's output reach the logits (a hook on
+    that layer zeroes the rest), so a map made there lies in the top-left of the crop; a map
+    made at any earlier layer (the first convolution, say) spreads over the whole face."""
+    torch.manual_seed(0)
+    size = crops96.shape[2:]
+    model = create_model(arch, input_size=size)
+    cells = {}
+
+    def keep_top_left(module, args, out):
+        h, w = cells["hw"] = out.shape[-2:]
+        mask = torch.zeros_like(out)
+        mask[..., : max(1, h // 2), : max(1, w // 2)] = 1
+        return out.clamp_min(0) * mask  # non-negative evidence: Grad-CAM++ cannot come out empty
+
+    hook = model.get_submodule(get_model_entry(arch).cam_layer).register_forward_hook(keep_top_left)
+    try:
+        maps, _ = compute_maps(model, crops96, "gradcam++", arch=arch)
+    finally:
+        hook.remove()
+    h, w = cells["hw"]
+    assert h > 1 and w > 1, "the layer's output must have room for a region"
+    # the region in crop pixels, with half a cell for the upsampling's bilinear halo
+    rows, cols = int(np.ceil(size[0] * (max(1, h // 2) + 0.5) / h)), int(np.ceil(size[1] * (max(1, w // 2) + 0.5) / w))
+    assert rows * cols < 0.6 * size[0] * size[1]
+    total = maps.sum(axis=(1, 2))
+    assert (total > 0).all(), "no evidence at all: the test proves nothing"
+    inside = maps[:, :rows, :cols].sum(axis=(1, 2))
+    assert (inside / total > 0.95).all(), inside / total

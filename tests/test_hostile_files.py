@@ -117,3 +117,26 @@ def test_jpeg_structure_check_refuses_broken_files(damage, words):
 
     with pytest.raises(JpegStructureError, match=words):
         check_jpeg(damage(GOOD_JPEG.read_bytes()))
+
+
+def test_oversubscribed_huffman_table_is_refused_before_dali(engines_dir, tmp_path):
+    """A DHT whose sizes all add up but whose code lengths cannot exist: the structure check
+    refuses it (libjpeg would fail DALI's whole batch on it), the face is ``corrupt_file``."""
+    import shutil
+
+    from hostile import GOOD_JPEG, oversubscribed_huffman_jpeg
+    from scanner.jpegcheck import JpegStructureError, check_jpeg
+
+    data = oversubscribed_huffman_jpeg()
+    assert len(data) == len(GOOD_JPEG.read_bytes())
+    with pytest.raises(JpegStructureError, match="Huffman table has more codes than bits"):
+        check_jpeg(data)
+    (tmp_path / "over.jpg").write_bytes(data)
+    shutil.copy(GOOD_JPEG, tmp_path / "good.jpg")
+    ann = write_coco(tmp_path / "o_poly.json", [{"id": 1, "file_name": "good.jpg"}, {"id": 2, "file_name": "over.jpg"}],
+                     [{"id": i, "image_id": i, "bbox": [100, 100, 200, 200], "category_id": 0} for i in (1, 2)])
+    summary = run_job(tmp_path, tmp_path / "out", engines_dir / "m.onnx", ann, RunSettings(batch_size=4),
+                      progress=False, log=lambda m: None)
+    rows = pq.read_table(summary.faces_path).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "corrupt_file"]
+    assert "Huffman table has more codes than bits" in rows[1]["error"]

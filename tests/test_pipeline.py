@@ -17,11 +17,20 @@ from _data import MULTIFACE, REALORFAKE, gradient_image, write_coco
 RAW = ModelConfig(arch="raw", input_size=(64, 48), mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)
 
 
+def reference_roi(bbox, width, height, margin):
+    """The crop convention written out independently of ``face_roi``: centre, margin, clip."""
+    x, y, w, h = bbox
+    cx, cy = x + w / 2, y + h / 2
+    return (max(0.0, cx - w * margin / 2), max(0.0, cy - h * margin / 2),
+            min(float(width), cx + w * margin / 2), min(float(height), cy + h * margin / 2))
+
+
 def reference_crop(path, bbox, config):
-    """PIL: decode, enlarge the box by the margin, clip, resize (bilinear with antialias)."""
+    """PIL: decode, enlarge the box by the margin about its centre, clip, resize (bilinear with
+    antialias). Shares no code with the pipeline: a bug in ``face_roi`` cannot hide here."""
     with Image.open(path) as im:
         im = im.convert("RGB")
-        roi = face_roi(bbox, im.width, im.height, config.crop_margin)
+        roi = reference_roi(bbox, im.width, im.height, config.crop_margin)
         h, w = config.input_size
         return np.asarray(im.resize((w, h), Image.BILINEAR, box=roi), dtype=np.float32)
 
@@ -56,20 +65,41 @@ def test_crops_match_reference_on_realorfake():
     assert_close_to_reference(cat, crops, RAW)
 
 
-def test_eight_face_photo_is_decoded_once_and_every_face_cropped():
+def test_group_photo_is_decoded_once_and_every_face_cropped():
     cat = load_catalog(MULTIFACE / "Images")
     crops, decoded = dali_crops(cat, RAW, batch_size=16)
-    assert len(crops) == 9  # 8 in group.jpg + grace_hopper
+    assert len(crops) == 7  # 6 in group.jpg + grace_hopper
     real_decodes = [s for batch in decoded for s in batch if s != (1, 1, 3)]
     assert real_decodes == [(886, 1280, 3), (600, 512, 3)]
     assert_close_to_reference(cat, crops, RAW)
 
 
-def test_image_with_more_faces_than_a_batch_is_split_not_dropped():
+@pytest.mark.parametrize("batch_size", [4, 5])  # 6 faces in group.jpg: split 4+2 and 5+1
+def test_image_with_more_faces_than_a_batch_is_split_not_dropped(batch_size):
     cat = load_catalog(MULTIFACE / "Images")
-    crops, decoded = dali_crops(cat, RAW, batch_size=3)
-    assert len(crops) == 9
-    assert all(len(b) <= 3 for b in decoded)
+    crops, decoded = dali_crops(cat, RAW, batch_size=batch_size)
+    assert len(crops) == 7
+    assert all(len(b) <= batch_size for b in decoded)
+    real_decodes = [s for batch in decoded for s in batch if s != (1, 1, 3)]
+    assert real_decodes == [(886, 1280, 3), (886, 1280, 3), (600, 512, 3)]  # once per part
+    # every face of every part is its own box, not one of the first part's boxes
+    assert_close_to_reference(cat, crops, RAW)
+    faces = sorted(crops)
+    assert all(np.abs(crops[a] - crops[b]).mean() > 5 for a, b in zip(faces, faces[1:]))
+
+
+@pytest.mark.parametrize("bbox, size, margin, expected", [
+    ([100, 50, 40, 20], (640, 480), 1.3, (94.0, 47.0, 146.0, 73.0)),  # grown about the centre (120, 60)
+    ([100, 50, 40, 20], (640, 480), 1.0, (100.0, 50.0, 140.0, 70.0)),  # margin 1: the box itself
+    ([0, 100, 40, 40], (640, 480), 1.3, (0.0, 94.0, 46.0, 146.0)),  # clipped at the left border
+    ([600, 100, 40, 40], (640, 480), 1.3, (594.0, 94.0, 640.0, 146.0)),  # right border
+    ([300, 0, 40, 40], (640, 480), 1.3, (294.0, 0.0, 346.0, 46.0)),  # top border
+    ([300, 440, 40, 40], (640, 480), 1.3, (294.0, 434.0, 346.0, 480.0)),  # bottom border
+    ([-10, -10, 700, 500], (640, 480), 1.3, (0.0, 0.0, 640.0, 480.0)),  # larger than the image
+    (None, (97, 131), 1.3, (0.0, 0.0, 97.0, 131.0)),  # no box: the whole image
+])
+def test_face_roi_against_hand_computed_windows(bbox, size, margin, expected):
+    assert face_roi(bbox, *size, margin) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("size", [(97, 131), (301, 57)])

@@ -1,8 +1,9 @@
 """``dfscan run --ray``: Ray workers give the rows a run here gives, face by face, whatever dies.
 
-Ray is an optional extra and CI does not install it: the tests that need it skip themselves
-there, and run only where ``pip install 'dfscan[ray]'`` was done. They start a small local
-cluster of their own (2 CPUs, so two CPU workers).
+Ray is the optional extra ``dfscan[ray]``; the README's set-up (and so CI) installs it, and the
+tests that need it skip themselves only where it is absent. They start a small local cluster of
+their own (2 CPUs, so two CPU workers). The engine's scores vary from face to face, so equal
+rows mean the same crops in the same order.
 """
 import json
 import os
@@ -15,6 +16,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -23,7 +25,7 @@ from scanner.catalog import load_catalog
 from scanner.cli import main
 from scanner.runner import RunSettings
 
-from _data import MULTIFACE, REALORFAKE, write_big_set
+from _data import MULTIFACE, REALORFAKE, assert_scores_spread, write_big_set
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +48,29 @@ def reference(big_set, tmp_path_factory):
     return pq.read_table(out / "faces.parquet")
 
 
+CRASH_TAG = "poison-"  # a worker that reads a file named so dies by SIGSEGV (scanner.batching.CRASH_ENV)
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray cluster for this module; yields its address for drivers in other processes."""
+    """A local Ray cluster for this module; yields its address for drivers in other processes.
+    Its workers inherit the crash trigger for files named ``poison-*``; no other test file is."""
     ray = pytest.importorskip("ray")
+    from scanner.batching import CRASH_ENV
+
     on_term = signal.getsignal(signal.SIGTERM)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    os.environ[CRASH_ENV] = CRASH_TAG
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        del os.environ[CRASH_ENV]
     signal.signal(signal.SIGTERM, on_term)  # Ray's own handler would abort pytest
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
 def assert_same_rows(a, b):
+    assert_scores_spread(a.column("score_fake").to_pylist())
     assert a.column("face_id").to_pylist() == b.column("face_id").to_pylist()
     assert a.drop(["score_fake"]).equals(b.drop(["score_fake"]))  # boxes, labels, statuses, preds
     np.testing.assert_allclose(a.column("score_fake").to_numpy(zero_copy_only=False),
@@ -135,6 +148,30 @@ def test_shard_out_of_retries_is_split_and_finished(big_set, cluster):
     ids = [f for t in tables for f in t.column("face_id").to_pylist()]
     assert Counter(ids) == Counter(list(catalog.faces))
     assert {s for t in tables for s in t.column("status").to_pylist()} == {"ok"}
+
+
+def test_an_image_that_kills_its_worker_every_time_is_worker_crashed(big_set, reference, cluster, tmp_path):
+    """A real crash (SIGSEGV) each time one image is read: its faces end as worker_crashed, every
+    other face is scanned once with the scores of a single-process run."""
+    from scanner.distributed import RayOptions, RayScanner
+
+    catalog = load_catalog(REALORFAKE, big_set[0], allow_outside=True)
+    keep = list(catalog.images)[:12]
+    poison = tmp_path / f"{CRASH_TAG}00001.jpg"
+    poison.write_bytes(catalog.images[keep[5]].path.read_bytes())
+    catalog.images[keep[5]].path = poison
+    catalog = catalog.subset(keep)
+    with RayScanner(big_set[1], RunSettings(batch_size=32), RayOptions(workers=2, shard_images=6, retries=0)) as pool:
+        tables = list(pool.scan(catalog))
+    got = pa.concat_tables(tables).sort_by("face_id")
+    assert Counter(got.column("face_id").to_pylist()) == Counter(list(catalog.faces))  # each face once
+    crashed = {f for f, s in zip(got.column("face_id").to_pylist(), got.column("status").to_pylist()) if s != "ok"}
+    assert crashed == set(catalog.images[keep[5]].face_ids)
+    assert set(got.filter(pc.is_in(got.column("face_id"), pa.array(sorted(crashed))))
+               .column("status").to_pylist()) == {"worker_crashed"}
+    ok = got.filter(pc.equal(got.column("status"), "ok"))
+    ref = reference.filter(pc.is_in(reference.column("face_id"), ok.column("face_id")))
+    assert_same_rows(ref, ok.cast(ref.schema))
 
 
 def test_resume_after_the_driver_is_killed(big_set, reference, cluster, tmp_path):

@@ -1,5 +1,6 @@
 """dfscan run end to end: Parquet rows and schema, metadata, engines agree, bad inputs survive."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,11 +14,11 @@ from scanner.runner import RunSettings
 from scanner.schema import FACES_SCHEMA
 from scanner.writers import read_settings
 
-from _data import MULTIFACE, REALORFAKE, gradient_image, write_coco
+from _data import MULTIFACE, REALORFAKE, assert_scores_spread, gradient_image, write_coco
 
 
 def quiet_run(images, out, engine, annotations=None, **kw):
-    settings = RunSettings(batch_size=kw.pop("batch_size", 32), device="cpu")
+    settings = RunSettings(batch_size=kw.pop("batch_size", 32), device="cpu", threshold=kw.pop("threshold", 0.5))
     return run_job(images, out, engine, annotations, settings, progress=False, log=lambda m: None, **kw)
 
 
@@ -33,7 +34,21 @@ def test_test_dev_rows_schema_metadata_and_metrics(engines_dir, tmp_path):
     metrics = pq.read_table(tmp_path / "metrics.parquet").to_pylist()
     assert metrics[0]["subset"] == "all" and metrics[0]["n"] == 110
     assert (metrics[0]["n_real"], metrics[0]["n_fake"]) == (80, 30)
-    assert sum(metrics[0][k] for k in ("tp", "fp", "tn", "fn")) == 110
+    # the confusion counts and rates, recomputed here from the rows: Fake (1) is the positive class
+    rows = faces.to_pylist()
+    assert_scores_spread([r["score_fake"] for r in rows])
+    assert all(r["pred"] == int(r["score_fake"] >= 0.5) for r in rows)
+    tp = sum(r["label"] == 1 and r["score_fake"] >= 0.5 for r in rows)
+    fp = sum(r["label"] == 0 and r["score_fake"] >= 0.5 for r in rows)
+    fn = sum(r["label"] == 1 and r["score_fake"] < 0.5 for r in rows)
+    tn = 110 - tp - fp - fn
+    m = metrics[0]
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
+    assert 0 < tp < 30 and 0 < fp < 80  # the varying engine makes every cell count
+    assert m["precision"] == pytest.approx(tp / (tp + fp))
+    assert m["recall"] == pytest.approx(tp / (tp + fn))
+    assert m["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert m["accuracy"] == pytest.approx((tp + tn) / 110)
 
 
 def test_torch_and_onnx_engines_agree_on_test_dev(engines_dir, tmp_path):
@@ -42,6 +57,48 @@ def test_torch_and_onnx_engines_agree_on_test_dev(engines_dir, tmp_path):
     a = pq.read_table(tmp_path / "onnx" / "faces.parquet").column("score_fake").to_numpy()
     b = pq.read_table(tmp_path / "torch" / "faces.parquet").column("score_fake").to_numpy()
     assert len(a) == 110 and np.abs(a - b).max() < 1e-3
+    assert_scores_spread(a)
+
+
+def test_scores_equal_an_independent_computation(tmp_path):
+    """score_fake = softmax(logits)[Fake] of the model on the face's crop, made here with PIL and
+    torch alone; pred follows the threshold, a score equal to it counting as Fake. The bundled
+    trained model: its scores spread over real and fake faces and are smooth in the pixels."""
+    import json
+
+    import torch
+
+    from engines.checkpoint import load_checkpoint
+    from scanner.job import DEFAULT_ENGINE
+    from test_pipeline import reference_crop
+
+    coco = json.loads((REALORFAKE / "Test-Dev_poly.json").read_text())
+    by_label = {0: [], 1: []}
+    for a in coco["annotations"]:
+        by_label[a["category_id"]].append(a)
+    anns = by_label[0][:6] + by_label[1][:6]
+    ids = {a["image_id"] for a in anns}
+    images = [{"id": i["id"], "file_name": str(REALORFAKE / i["file_name"])} for i in coco["images"] if i["id"] in ids]
+    ann = write_coco(tmp_path / "twelve_poly.json", images, anns)
+    quiet_run(tmp_path, tmp_path / "a", DEFAULT_ENGINE, ann, allow_outside=True)
+    rows = pq.read_table(tmp_path / "a" / "faces.parquet").to_pylist()
+    model, config, _ = load_checkpoint(DEFAULT_ENGINE)
+    crops = np.stack([reference_crop(REALORFAKE / "Images" / "Test-Dev" / Path(r["file"]).name,
+                                     (r["x"], r["y"], r["w"], r["h"]), config) for r in rows])
+    x = (crops / 255.0 - np.array(config.mean)) / np.array(config.std)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))).double().numpy()
+    expected = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
+    got = np.array([r["score_fake"] for r in rows])
+    assert len(rows) == 12
+    assert_scores_spread(expected, floor=0.2)
+    # DALI's and PIL's resampling differ by a grey level or two: the scores barely move
+    assert np.abs(got - expected).max() < 0.02
+    # the threshold's side: a face scored exactly at the threshold is Fake
+    k = int(np.argsort(got)[len(got) // 2])
+    quiet_run(tmp_path, tmp_path / "b", DEFAULT_ENGINE, ann, allow_outside=True, threshold=float(got[k]))
+    preds = pq.read_table(tmp_path / "b" / "faces.parquet").column("pred").to_pylist()
+    assert preds == [int(s >= np.float32(got[k])) for s in got] and preds[k] == 1 and 0 < sum(preds) < 12
 
 
 def test_challenge_split_gets_a_metrics_row_per_corruption(engines_dir, tmp_path):
@@ -53,11 +110,12 @@ def test_challenge_split_gets_a_metrics_row_per_corruption(engines_dir, tmp_path
 
 def test_batching_does_not_change_scores(engines_dir, tmp_path):
     quiet_run(MULTIFACE / "Images", tmp_path / "a", engines_dir / "m.onnx", batch_size=64)
-    quiet_run(MULTIFACE / "Images", tmp_path / "b", engines_dir / "m.onnx", batch_size=3)
+    quiet_run(MULTIFACE / "Images", tmp_path / "b", engines_dir / "m.onnx", batch_size=4)  # group.jpg split 4+2
     a = pq.read_table(tmp_path / "a" / "faces.parquet")
     b = pq.read_table(tmp_path / "b" / "faces.parquet")
-    assert a.num_rows == b.num_rows == 9
+    assert a.num_rows == b.num_rows == 7
     assert a.column("face_id").to_pylist() == b.column("face_id").to_pylist()
+    assert_scores_spread(a.column("score_fake").to_numpy())
     np.testing.assert_allclose(a.column("score_fake").to_numpy(), b.column("score_fake").to_numpy(), atol=1e-5)
 
 
@@ -106,8 +164,16 @@ def test_bad_inputs_get_a_status_and_neighbours_are_scanned(engines_dir, tmp_pat
     assert (status[100], status[101], status[102]) == ("box_outside_image", "empty_box", "invalid_box")
     for r in rows.values():
         assert (r["status"] == "ok") == (r["error"] is None) == (r["score_fake"] is not None)
-    # the corrupt neighbour did not change the good image's score
-    assert rows[1]["score_fake"] == pytest.approx(rows[11]["score_fake"], abs=1e-6)
+    # the corrupt neighbour did not change the scores: the good faces score as when scanned alone
+    clean = [{"id": i + 1, "file_name": n} for i, n in enumerate(["good.jpg", "gray.jpg", "cmyk.jpg"])]
+    alone = quiet_run(data, tmp_path / "alone", engines_dir / "m.onnx", batch_size=64, annotations=write_coco(
+        data / "clean_poly.json", clean, [{"id": i + 1, "image_id": i + 1, "bbox": [20, 20, 100, 100],
+                                           "category_id": 0} for i in range(3)]))
+    alone_scores = pq.read_table(alone.faces_path).column("score_fake").to_pylist()
+    assert_scores_spread(alone_scores, floor=0.005)
+    got = [rows[1]["score_fake"], rows[7]["score_fake"], rows[8]["score_fake"]]
+    np.testing.assert_allclose(got, alone_scores, atol=1e-5)
+    assert rows[11]["score_fake"] == pytest.approx(rows[1]["score_fake"], abs=1e-6)
 
 
 def test_cli_run_writes_results_and_bad_input_is_one_line(engines_dir, tmp_path):
@@ -115,8 +181,8 @@ def test_cli_run_writes_results_and_bad_input_is_one_line(engines_dir, tmp_path)
     res = runner.invoke(main, ["run", str(MULTIFACE / "Images"), "--engine", str(engines_dir / "m.onnx"),
                                "--out", str(tmp_path / "o"), "--quiet"])
     assert res.exit_code == 0, res.output
-    assert "scanned 9 faces in 2 images" in res.output
-    assert pq.read_table(tmp_path / "o" / "faces.parquet").num_rows == 9
+    assert "scanned 7 faces in 2 images" in res.output
+    assert pq.read_table(tmp_path / "o" / "faces.parquet").num_rows == 7
     again = runner.invoke(main, ["run", str(MULTIFACE / "Images"), "--engine", str(engines_dir / "m.onnx"),
                                  "--out", str(tmp_path / "o"), "--quiet"])
     assert again.exit_code != 0 and "--overwrite" in again.output and "Traceback" not in again.output

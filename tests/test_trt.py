@@ -12,7 +12,10 @@ import pytest
 from engines import DfscanError
 from engines.backends import load_engine, trt_backend
 from engines.export import export_onnx, model_from_source
+from engines.models import get_model_config
 from engines.trt_build import build_plan
+
+from _data import REALORFAKE, assert_scores_spread, calibration_crops
 
 MAX_BATCH = 16  # small, so that a batch above it (chunking) stays cheap
 TRT_USABLE = trt_backend._available()[0]
@@ -24,12 +27,16 @@ def _softmax(logits):
 
 
 def _images(n, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 3, 224, 224), dtype=np.float32)
+    """Real face-sized crops of realorfake images, normalised for MobileNetV2 at 224."""
+    return calibration_crops(get_model_config("mobilenetv2"), n=n, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory):
-    model, config = model_from_source(arch="mobilenetv2")
+    """The bundled trained model: scores that spread, and that half precision barely moves."""
+    from scanner.job import DEFAULT_ENGINE
+
+    model, config = model_from_source(DEFAULT_ENGINE)
     return export_onnx(model, config, tmp_path_factory.mktemp("onnx") / "mobilenetv2.onnx")
 
 
@@ -52,7 +59,30 @@ def test_plan_matches_onnxruntime(plan, onnx_file, n):
     got = load_engine(path, device="cuda").infer(x)
     ref = load_engine(onnx_file, device="cpu").infer(x)
     assert got.shape == (n, 2) and got.dtype == np.float32
+    if n > 1:
+        assert_scores_spread(_softmax(ref)[:, 1])
     np.testing.assert_allclose(_softmax(got), _softmax(ref), atol=1e-2 if fp16 else 1e-3)
+
+
+@pytest.mark.trt
+def test_run_with_a_plan_on_the_gpu_matches_onnxruntime_on_the_cpu(plan, onnx_file, tmp_path):
+    """End to end: dfscan run --engine model.plan --device gpu against the CPU and ONNX Runtime."""
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from scanner.cli import main
+
+    path, fp16 = plan
+    test_dev = str(REALORFAKE / "Images" / "Test-Dev")
+    for engine, device, out in ((path, "gpu", "gpu"), (onnx_file, "cpu", "cpu")):
+        res = CliRunner().invoke(main, ["run", test_dev, "--engine", str(engine), "--device", device,
+                                        "--out", str(tmp_path / out), "--quiet", "--batch-size", str(MAX_BATCH)])
+        assert res.exit_code == 0, res.output
+    a = pq.read_table(tmp_path / "gpu" / "faces.parquet").column("score_fake").to_numpy()
+    b = pq.read_table(tmp_path / "cpu" / "faces.parquet").column("score_fake").to_numpy()
+    assert len(a) == len(b) == 110
+    assert_scores_spread(b, floor=0.2)
+    assert np.abs(a - b).max() < (2e-2 if fp16 else 2e-3)
 
 
 @pytest.mark.trt
