@@ -140,6 +140,8 @@ def test_unlabelled_run_has_no_metrics(tmp_path):
     _, summary_path = write_report(tmp_path / "run", top=2, log=lambda m: None, progress=False)
     summary = json.loads(summary_path.read_text())
     assert summary["metrics"] is None and summary["labelled"] is False and summary["faces"] == 3
+    preds = pq.read_table(tmp_path / "run" / "faces.parquet").column("pred").to_pylist()
+    assert summary["flagged"] == preds.count(1) == 1  # at threshold 0.5 only 00003 (a fake) is flagged
     page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/png") == 1  # the histogram; no ROC / PR without labels
     assert page.count("data:image/jpeg") == min(2, summary["flagged"])
@@ -160,11 +162,19 @@ def _foreign_parquet(path, run):
     pq.write_table(table.replace_schema_metadata(None), path / "faces.parquet")
 
 
+def _killed_in_finish(path, run):
+    """Killed after faces.parquet was renamed into place, before the manifest said complete."""
+    shutil.copytree(run["dir"], path, ignore=shutil.ignore_patterns("report.html", "summary.json"))
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+
+
 @pytest.mark.parametrize("make, words", [
     (lambda p, run: None, "no such folder"),
     (lambda p, run: p.mkdir(), "not a dfscan run folder"),
     (lambda p, run: (p.mkdir(), (p / "manifest.json").write_text("{oops")), "unreadable"),
     (_not_finished, "not finished"),
+    (_killed_in_finish, "not finished"),
     (_foreign_parquet, "no dfscan run settings"),
 ])
 def test_not_a_finished_run_is_one_line(tmp_path, run, make, words):
