@@ -32,3 +32,7 @@ def report(out, top, quiet):
     except DfscanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {html_path} and {summary_path}")
+
+
+if __name__ == "__main__":  # python -m scanner.report_cli, before or without the dfscan group
+    report()
