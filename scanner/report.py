@@ -77,17 +77,17 @@ def load_run(run_dir) -> Run:
     if not manifest.get("complete") or not faces_path.is_file():
         raise DfscanError(f"{run_dir}: the run is not finished (no complete faces.parquet); finish it "
                           "with 'dfscan run ... --resume' first")
+    metrics_path = run_dir / "metrics.parquet"
     try:
         meta = read_settings(faces_path)
         faces = pq.read_table(faces_path)
+        metrics = pq.read_table(metrics_path) if metrics_path.is_file() else None
     except (OSError, pa.ArrowException, ValueError) as exc:
-        raise DfscanError(f"{faces_path}: unreadable Parquet ({str(exc).splitlines()[0][:200]}); "
+        raise DfscanError(f"{run_dir}: unreadable Parquet ({str(exc).splitlines()[0][:200]}); "
                           "rerun the scan with --overwrite") from None
     if "engine" not in meta or "score_fake" not in faces.column_names:
         raise DfscanError(f"{faces_path}: no dfscan run settings in its metadata; pass a folder "
                           "that 'dfscan run' wrote")
-    metrics_path = run_dir / "metrics.parquet"
-    metrics = pq.read_table(metrics_path) if metrics_path.is_file() else None
     return Run(run_dir, faces, metrics, manifest, meta)
 
 
@@ -174,14 +174,16 @@ def _crop_config(meta: dict):
 
     try:
         config = get_model_config(meta["arch"])
-    except Exception:  # an architecture this install does not know: default normalisation
+    except DfscanError:  # an architecture this install does not know: default normalisation
         config = ModelConfig(arch=str(meta.get("arch")))
     return dataclasses.replace(config, input_size=tuple(meta["input_size"]), crop_margin=meta["crop_margin"])
 
 
-def thumbnails(run: Run, rows: list[dict], progress: bool = True, log=print) -> tuple[list[Thumb], str | None]:
-    """Crop ``rows`` again as the scan did. Returns the thumbnails in ``rows``' order and a note
-    for the page when some or all could not be made (images moved, files changed)."""
+def thumbnails(run: Run, rows: list[dict], progress: bool = True, log=print, images=None,
+               annotations=None) -> tuple[list[Thumb], str | None]:
+    """Crop ``rows`` again as the scan did, from ``images`` / ``annotations`` where given (the
+    scanned folder moved), else from where the run recorded them. Returns the thumbnails in
+    ``rows``' order and a note for the page when some or all could not be made."""
     from tqdm import tqdm
 
     from .explain import scan_catalog
@@ -193,7 +195,7 @@ def thumbnails(run: Run, rows: list[dict], progress: bool = True, log=print) -> 
         return [], None
     uris: dict[int, str] = {}
     try:
-        catalog = scan_catalog(run.dir / "faces.parquet", run.meta, rows)
+        catalog = scan_catalog(run.dir / "faces.parquet", run.meta, rows, images, annotations)
     except DfscanError as exc:
         log(f"thumbnails left out: {exc}")
         return [Thumb(r["face_id"], r["file"], r["label"], r["score_fake"], None) for r in rows], str(exc)
@@ -246,10 +248,12 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def write_report(run_dir, *, top: int = 32, log=print, progress: bool = True) -> tuple[Path, Path]:
+def write_report(run_dir, *, top: int = 32, log=print, progress: bool = True, images=None,
+                 annotations=None) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.json`` into the finished run folder ``run_dir``.
 
-    ``top``: how many flagged faces to show as thumbnails (0: none). Returns the two paths.
+    ``top``: how many flagged faces to show as thumbnails (0: none); ``images`` /
+    ``annotations``: where the scanned files are now, if they moved. Returns the two paths.
     Raises DfscanError when ``run_dir`` is not a finished dfscan run or ``top`` is negative.
     """
     from .report_html import render_page
@@ -259,7 +263,7 @@ def write_report(run_dir, *, top: int = 32, log=print, progress: bool = True) ->
     run = load_run(run_dir)
     html_path, summary_path = run.dir / REPORT_HTML, run.dir / SUMMARY_JSON
     summary = summarize(run, html_path)
-    thumbs, thumb_note = thumbnails(run, top_flagged(run.faces, top), progress, log)
+    thumbs, thumb_note = thumbnails(run, top_flagged(run.faces, top), progress, log, images, annotations)
     page = render_page(run, summary, plots(run), thumbs, thumb_note, error_groups(run.faces))
     write_atomic(html_path, page)
     write_atomic(summary_path, json.dumps(summary, indent=1, allow_nan=False) + "\n")

@@ -13,8 +13,13 @@ from engines.errors import DfscanError
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--top", default=32, show_default=True, type=click.IntRange(min=0),
               help="Show this many flagged faces (highest score_fake first) as thumbnails; 0 for none.")
+@click.option("--images", default=None, type=click.Path(file_okay=False),
+              help="Where the scanned images are now, if they moved (for the thumbnails). "
+                   "Default: as recorded in the run.")
+@click.option("--annotations", default=None, type=click.Path(dir_okay=False),
+              help="The scan's annotation file, if it moved. Default: as recorded in the run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def report(out, top, quiet):
+def report(out, top, images, annotations, quiet):
     """Write OUT/report.html and OUT/summary.json for OUT, the folder of a finished 'dfscan run'.
 
     report.html is one page that works offline (no scripts, every picture inside it): settings,
@@ -28,7 +33,7 @@ def report(out, top, quiet):
 
     try:
         html_path, summary_path = write_report(out, top=top, log=lambda m: click.echo(m, err=True),
-                                               progress=not quiet)
+                                               progress=not quiet, images=images, annotations=annotations)
     except DfscanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {html_path} and {summary_path}")

@@ -132,7 +132,7 @@ def test_file_names_are_escaped(run):
     assert "missing_file" in page and "truncated_file" in page
 
 
-def test_unlabelled_run_has_no_metrics(tmp_path):
+def test_unlabelled_run_and_images_moved(tmp_path):
     (tmp_path / "imgs").mkdir()
     for n in range(3):
         shutil.copy(REALORFAKE / "Images" / "Test-Dev" / f"{n + 1:05d}.jpg", tmp_path / "imgs" / f"{n}.jpg")
@@ -144,7 +144,15 @@ def test_unlabelled_run_has_no_metrics(tmp_path):
     assert summary["flagged"] == preds.count(1) == 1  # at threshold 0.5 only 00003 (a fake) is flagged
     page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/png") == 1  # the histogram; no ROC / PR without labels
-    assert page.count("data:image/jpeg") == min(2, summary["flagged"])
+    assert page.count("data:image/jpeg") == 1  # the one flagged face (top=2)
+
+    (tmp_path / "imgs").rename(tmp_path / "moved")  # the scanned folder moves away
+    write_report(tmp_path / "run", log=lambda m: None, progress=False)
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "data:image/jpeg" not in page and "is not here; pass --images" in page
+    result = CliRunner().invoke(report, [str(tmp_path / "run"), "--images", str(tmp_path / "moved"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "report.html").read_text(encoding="utf-8").count("data:image/jpeg") == 1
 
 
 def _not_finished(path, run):
