@@ -26,13 +26,13 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scanner._bench_engines import resolve_source  # noqa: E402
-from scanner._bench_probe import cpu_model, extra_versions, machine_info  # noqa: E402
-from scanner._bench_report import markdown_table, plot_bench, write_bench  # noqa: E402
-from scanner.bench import BenchSettings, run_bench  # noqa: E402
-from scanner.job import DEFAULT_ENGINE  # noqa: E402
-from scanner.synthetic import default_face_source, make_synthetic_set  # noqa: E402
-from scanner.writers import read_settings, versions  # noqa: E402
+from scanner.bench.engines import resolve_source  # noqa: E402
+from scanner.bench.probe import cpu_model, extra_versions, machine_info  # noqa: E402
+from scanner.bench.results import markdown_table, plot_bench, write_bench  # noqa: E402
+from scanner.bench.bench import BenchSettings, run_bench  # noqa: E402
+from scanner.run.job import DEFAULT_ENGINE  # noqa: E402
+from scanner.bench.synthetic import default_face_source, make_synthetic_set  # noqa: E402
+from engines.files import read_settings, versions  # noqa: E402
 
 REALORFAKE = ROOT.parent / "shared" / "data" / "realorfake"
 

@@ -3,6 +3,6 @@
 Submodules are imported on use (``engines.models``, ``engines.backends``, ``engines.export``)
 so that ``import engines`` stays cheap and needs no GPU library.
 """
-from .errors import DfscanError
+from engines.errors import DfscanError
 
 __all__ = ["DfscanError"]

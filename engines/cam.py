@@ -33,8 +33,8 @@ def cam_layer(model, arch: str | None = None, name: str | None = None) -> tuple[
     the model's last ``Conv2d``. Returns ``(dotted name, module)``; raises DfscanError if absent."""
     from torch import nn
 
-    from .errors import DfscanError
-    from .models import get_model_entry
+    from engines.errors import DfscanError
+    from engines.models import get_model_entry
 
     if name is None and arch is not None:
         try:
@@ -100,7 +100,7 @@ def compute_maps(model, crops, method: str = "gradcam", arch: str | None = None,
     """
     import torch
 
-    from .errors import DfscanError
+    from engines.errors import DfscanError
 
     if method not in METHODS:
         raise DfscanError(f"--method {method!r}: choose one of {', '.join(METHODS)}")

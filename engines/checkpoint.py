@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DfscanError
-from .models import ModelConfig, create_model, get_model_config
+from engines.config import ModelConfig
+from engines.errors import DfscanError
+from engines.files import write_atomic
+from engines.models import create_model, get_model_config
 
 FORMAT = "dfscan-checkpoint/1"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "mobilenetv2.pt"  # the bundled model
 
 
 def save_checkpoint(path, model, config: ModelConfig, extra: dict | None = None) -> Path:
@@ -19,10 +22,7 @@ def save_checkpoint(path, model, config: ModelConfig, extra: dict | None = None)
                "state_dict": model.state_dict()}
     if extra:
         payload["extra"] = extra
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a killed job never leaves half a checkpoint
-    return path
+    return write_atomic(path, lambda fh: torch.save(payload, fh))
 
 
 def read_checkpoint(path) -> dict:

@@ -4,12 +4,14 @@ TensorRT plans are built from the ONNX export (``engines.trt_build``).
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import DfscanError
-from .models import create_model, get_model_config
+from engines.checkpoint import load_checkpoint, save_checkpoint
+from engines.errors import DfscanError
+from engines.files import write_atomic
+from engines.models import create_model, get_model_config
 
 ONNX_OPSET = 17
 
@@ -42,24 +44,22 @@ def export_onnx(model, config, out, opset: int = ONNX_OPSET) -> Path:
     import onnx
     import torch
 
-    from .backends.onnx_backend import CONFIG_KEY
+    from engines.backends.onnx_backend import CONFIG_KEY
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     h, w = config.input_size
     dummy = torch.zeros(2, 3, h, w)
-    tmp = out.with_name(out.name + ".tmp")
+    buffer = io.BytesIO()
     model = model.eval().float()
     with torch.inference_mode():
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=["input"], output_names=["logits"],
+        torch.onnx.export(model, (dummy,), buffer, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=opset, dynamo=False)
-    proto = onnx.load(str(tmp))
+    proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = CONFIG_KEY, json.dumps(config.to_dict())
-    onnx.save(proto, str(tmp))
-    tmp.replace(out)
-    return out
+    return write_atomic(out, proto.SerializeToString())
 
 
 EXPORTERS = {"pt": export_pt, "onnx": export_onnx}

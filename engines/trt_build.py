@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .backends.trt_backend import CONFIG_KEY, import_tensorrt, sidecar_path, trt_logger
-from .errors import DfscanError
-from .models import ModelConfig
+from engines.backends.trt_backend import CONFIG_KEY, import_tensorrt, sidecar_path, trt_logger
+from engines.config import ModelConfig
+from engines.errors import DfscanError
+from engines.files import write_atomic
 
 INPUT_NAME = "input"  # fixed by engines.export.export_onnx
 
@@ -105,14 +105,14 @@ def build_plan(onnx_path, out_path, *, fp16=True, int8=False, calib_batches=None
     if serialized is None:
         raise DfscanError(f"{onnx_path}: TensorRT could not build a plan (see its messages above)")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_path, memoryview(serialized))
+    write_atomic(out_path, memoryview(serialized))
     build = {"fp16": bool(use_fp16), "int8": bool(int8), "min_batch": min_batch, "opt_batch": opt_batch,
              "max_batch": max_batch, "workspace_gb": workspace_gb, "tensorrt": trt.__version__,
              "gpu": torch.cuda.get_device_name(), "compute_capability": f"{cap[0]}.{cap[1]}",
              "onnx": onnx_path.name,
              "calibration_batches": calibrator.used if calibrator is not None else None}
     side = {"format": "dfscan-plan/1", CONFIG_KEY: config.to_dict(), "build": build}
-    _atomic_write(sidecar_path(out_path), json.dumps(side, indent=2).encode())
+    write_atomic(sidecar_path(out_path), json.dumps(side, indent=2).encode())
     return out_path
 
 
@@ -171,13 +171,8 @@ def _calibrator(trt, batches, cache: Path, chw, default_batch):
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data):
-            _atomic_write(cache, bytes(data))
+            write_atomic(cache, bytes(data))
 
     return EntropyCalibrator(), shape
 
 
-def _atomic_write(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)  # a killed build never leaves half a plan

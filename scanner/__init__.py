@@ -1,4 +1,4 @@
 """dfscan scanner: catalog → DALI pipeline → run loop → Parquet writers and metrics → CLI."""
-from engines.errors import DfscanError
+from scanner.errors import DfscanError
 
 __all__ = ["DfscanError"]

@@ -122,7 +122,7 @@ def _jpeg_headers(data: bytes) -> dict[int, list[int]]:
 
 def decoder_breaking_jpegs(data: bytes) -> dict[str, bytes]:
     """Damaged copies of a baseline YCbCr JPEG that pass the up-front structure check
-    (scanner.jpegcheck: every segment has legal sizes) yet that libjpeg refuses outright,
+    (scanner.catalog.jpegcheck: every segment has legal sizes) yet that libjpeg refuses outright,
     so only DALI's decoder finds them out and fails its whole batch: name -> bytes.
 
     Found by experiment with DALI's CPU decoder; each is a fatal libjpeg error, not a warning.

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from engines.augment import CORRUPTIONS, MODES, Augmenter, corrupt_fixed
+from engines.train.augment import CORRUPTIONS, MODES, Augmenter, corrupt_fixed
 
 
 @pytest.fixture()
@@ -53,7 +53,7 @@ def test_unknown_mode_lists_the_choices():
 
 
 def test_cli_lists_the_augment_modes_without_importing_torch():
-    from engines.augment import MODES
-    from engines.train_cli import AUGMENT_MODES
+    from engines.train.augment import MODES
+    from scanner.cli.train import AUGMENT_MODES
 
     assert AUGMENT_MODES == MODES

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from engines.errors import DfscanError
-from scanner.bench import parse_faces_per_image, parse_resolutions
+from scanner.bench.bench import parse_faces_per_image, parse_resolutions
 from scanner.cli import main
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -111,8 +111,8 @@ def _bench(args, out):
 
 
 def _check_well_formed(table, out, resolutions, with_baseline=True):
-    from scanner._bench_report import BENCH_SCHEMA
-    from scanner.writers import read_settings
+    from scanner.bench.results import BENCH_SCHEMA
+    from engines.files import read_settings
 
     assert table.schema.names == BENCH_SCHEMA.names
     rows = table.to_pylist()
@@ -187,9 +187,10 @@ def test_native_accuracy_equals_dfscan_run(tmp_path, checkpoint, mini_split):
 def test_baseline_crops_match_dali_crops(mini_split):
     """PIL (baseline) and DALI (dfscan) crops of the same faces differ by well under one grey level."""
     from engines.models import get_model_config
-    from scanner._bench_baseline import FaceCrops
+    from scanner.bench.baseline import FaceCrops
     from scanner.catalog import load_catalog
-    from scanner.runner import RunSettings, iter_crops
+    from scanner.settings import RunSettings
+    from scanner.pipeline.cropper import iter_crops
 
     catalog = load_catalog(mini_split / "Images" / "Mini")
     config = get_model_config("mobilenetv2").with_input_size((72, 56))

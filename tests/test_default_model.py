@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from engines.checkpoint import load_checkpoint
 from scanner.cli import main
-from scanner.job import DEFAULT_ENGINE, open_engine
+from scanner.run.job import DEFAULT_ENGINE, open_engine
 
 from _data import REALORFAKE
 

@@ -14,12 +14,14 @@ from torch import nn
 from engines.cam import METHODS, compute_maps
 from engines.checkpoint import save_checkpoint
 from engines.errors import DfscanError
-from engines.models import ModelConfig, create_model, get_model_config, get_model_entry, list_models
+from engines.config import ModelConfig
+from engines.models import create_model, get_model_config, get_model_entry, list_models
 from scanner.catalog import load_catalog
 from scanner.cli import main
-from scanner.explain import select_faces, torch_checkpoint
-from scanner.job import run_job
-from scanner.runner import RunSettings, iter_crops
+from scanner.explain.explain import select_faces, torch_checkpoint
+from scanner.run.job import run_job
+from scanner.settings import RunSettings
+from scanner.pipeline.cropper import iter_crops
 
 SAMPLES = Path(__file__).resolve().parents[1] / "scanner" / "samples"  # 7 images, 14 faces, labelled
 

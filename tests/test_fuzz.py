@@ -5,11 +5,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from scanner.batching import plan_batches
+from scanner.pipeline.batching import plan_batches
 from scanner.catalog import load_catalog
-from scanner.crops import DECODE_ERROR
-from scanner.job import run_job
-from scanner.runner import RunSettings
+from scanner.status import DECODE_ERROR
+from scanner.run.job import run_job
+from scanner.settings import RunSettings
 
 from _data import REALORFAKE, assert_scores_spread, write_coco
 from hostile import decoder_breaking_jpegs

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.catalog import load_catalog
-from scanner.job import run_job
-from scanner.runner import Cropper, RunSettings
+from scanner.run.job import run_job
+from scanner.pipeline.cropper import Cropper
+from scanner.settings import RunSettings
 
 from _data import MULTIFACE, REALORFAKE, assert_scores_spread
 from test_pipeline import RAW
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.gpu
 
 
 def crops_on(device, catalog, config, batch_size=16):
-    from scanner.batching import plan_batches
+    from scanner.pipeline.batching import plan_batches
 
     cropper = Cropper(config, RunSettings(batch_size=batch_size, device=device))
     out = {}
@@ -46,7 +47,7 @@ def test_mixed_decoder_crops_equal_cpu_crops(images):
 def test_cuda_fp16_torch_engine_matches_cpu_fp32(tmp_path):
     """The bundled trained model: its scores spread over real and fake faces, and half precision
     moves a trained model's scores little (a random one's can swing on rounding alone)."""
-    from scanner.job import DEFAULT_ENGINE
+    from scanner.run.job import DEFAULT_ENGINE
 
     quiet = dict(progress=False, log=lambda m: None)
     run_job(REALORFAKE / "Images" / "Test-Dev", tmp_path / "cpu", DEFAULT_ENGINE, settings=RunSettings(device="cpu"), **quiet)

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from scanner.cli import main
-from scanner.job import run_job
-from scanner.runner import RunSettings
+from scanner.run.job import run_job
+from scanner.settings import RunSettings
 
 from _data import REALORFAKE, write_coco
 

@@ -4,10 +4,11 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from scanner.batching import prepare_image
+from scanner.pipeline.batching import prepare_image
 from scanner.catalog import load_catalog
-from scanner.job import run_job
-from scanner.runner import RunSettings, scan
+from scanner.run.job import run_job
+from scanner.settings import RunSettings
+from scanner.run.scan import scan
 
 from _data import write_coco
 from hostile import sample_image, write_file_cases
@@ -94,7 +95,7 @@ def test_jpeg_structure_check_passes_every_encoding_and_real_file():
     from PIL import Image
 
     from _data import MULTIFACE, REALORFAKE
-    from scanner.jpegcheck import check_jpeg
+    from scanner.catalog.jpegcheck import check_jpeg
 
     im = Image.fromarray(sample_image())
     for kw in ({}, {"progressive": True}, {"optimize": True}, {"subsampling": 0}, {"restart_marker_blocks": 3}):
@@ -113,7 +114,7 @@ def test_jpeg_structure_check_passes_every_encoding_and_real_file():
 ])
 def test_jpeg_structure_check_refuses_broken_files(damage, words):
     from hostile import GOOD_JPEG
-    from scanner.jpegcheck import JpegStructureError, check_jpeg
+    from scanner.catalog.jpegcheck import JpegStructureError, check_jpeg
 
     with pytest.raises(JpegStructureError, match=words):
         check_jpeg(damage(GOOD_JPEG.read_bytes()))
@@ -125,7 +126,7 @@ def test_oversubscribed_huffman_table_is_refused_before_dali(engines_dir, tmp_pa
     import shutil
 
     from hostile import GOOD_JPEG, oversubscribed_huffman_jpeg
-    from scanner.jpegcheck import JpegStructureError, check_jpeg
+    from scanner.catalog.jpegcheck import JpegStructureError, check_jpeg
 
     data = oversubscribed_huffman_jpeg()
     assert len(data) == len(GOOD_JPEG.read_bytes())

@@ -4,8 +4,8 @@ import math
 import pyarrow as pa
 import pytest
 
-from scanner.metrics import binary_metrics, equal_error_rate, metrics_table
-from scanner.schema import FACES_SCHEMA
+from scanner.output.metrics import binary_metrics, equal_error_rate, metrics_table
+from scanner.output.schema import FACES_SCHEMA
 
 
 def test_hand_computed_case():

@@ -1,15 +1,14 @@
 """The DALI graph on the CPU: crops match a PIL reference, each image is decoded once."""
-import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from engines.models import ModelConfig
-from scanner.batching import plan_batches
+from engines.config import ModelConfig
+from scanner.pipeline.batching import plan_batches
 from scanner.catalog import load_catalog
-from scanner.crops import face_roi
-from scanner.pipeline import build_pipeline, run_batch
+from scanner.pipeline.geometry import face_roi
+from scanner.pipeline.graphs import build_pipeline, run_batch
 
 from _data import MULTIFACE, REALORFAKE, gradient_image, write_coco
 

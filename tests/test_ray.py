@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from scanner.catalog import load_catalog
 from scanner.cli import main
-from scanner.runner import RunSettings
+from scanner.settings import RunSettings
 
 from _data import MULTIFACE, REALORFAKE, assert_scores_spread, write_big_set
 
@@ -48,7 +48,7 @@ def reference(big_set, tmp_path_factory):
     return pq.read_table(out / "faces.parquet")
 
 
-CRASH_TAG = "poison-"  # a worker that reads a file named so dies by SIGSEGV (scanner.batching.CRASH_ENV)
+CRASH_TAG = "poison-"  # a worker that reads a file named so dies by SIGKILL (scanner.catalog.files.CRASH_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def cluster():
     """A local Ray cluster for this module; yields its address for drivers in other processes.
     Its workers inherit the crash trigger for files named ``poison-*``; no other test file is."""
     ray = pytest.importorskip("ray")
-    from scanner.batching import CRASH_ENV
+    from scanner.catalog.files import CRASH_ENV
 
     on_term = signal.getsignal(signal.SIGTERM)
     os.environ[CRASH_ENV] = CRASH_TAG
@@ -120,7 +120,7 @@ def test_ray_run_equals_a_single_process_run(big_set, reference, cluster, tmp_pa
 
 
 def test_killed_workers_cost_a_retry_never_a_face(big_set, reference, cluster):
-    from scanner.distributed import RayOptions, RayScanner
+    from scanner.run.distributed import RayOptions, RayScanner
 
     catalog = load_catalog(REALORFAKE, big_set[0], allow_outside=True)
     n_shards = -(-len(catalog.images) // 16)
@@ -136,7 +136,7 @@ def test_killed_workers_cost_a_retry_never_a_face(big_set, reference, cluster):
 
 
 def test_shard_out_of_retries_is_split_and_finished(big_set, cluster):
-    from scanner.distributed import RayOptions, RayScanner
+    from scanner.run.distributed import RayOptions, RayScanner
 
     catalog = load_catalog(REALORFAKE, big_set[0], allow_outside=True)
     catalog = catalog.subset(list(catalog.images)[:192])
@@ -153,7 +153,7 @@ def test_shard_out_of_retries_is_split_and_finished(big_set, cluster):
 def test_an_image_that_kills_its_worker_every_time_is_worker_crashed(big_set, reference, cluster, tmp_path):
     """A real crash (SIGSEGV) each time one image is read: its faces end as worker_crashed, every
     other face is scanned once with the scores of a single-process run."""
-    from scanner.distributed import RayOptions, RayScanner
+    from scanner.run.distributed import RayOptions, RayScanner
 
     catalog = load_catalog(REALORFAKE, big_set[0], allow_outside=True)
     keep = list(catalog.images)[:12]

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from engines.errors import DfscanError
-from scanner.job import run_job
-from scanner.report import write_report
-from scanner.report_cli import report
-from scanner.runner import RunSettings
+from scanner.run.job import run_job
+from scanner.report.report import write_report
+from scanner.cli import main
+from scanner.settings import RunSettings
 
 from _data import MULTIFACE, REALORFAKE, write_coco
 
@@ -118,7 +118,7 @@ def test_top_flagged_faces_are_thumbnails(run):
 
 def test_cli_top(run, tmp_path):
     copy = shutil.copytree(run["dir"], tmp_path / "run")
-    result = CliRunner().invoke(report, [str(copy), "--top", "16", "--quiet"])
+    result = CliRunner().invoke(main, ["report", str(copy), "--top", "16", "--quiet"])
     assert result.exit_code == 0, result.output
     assert len(_jpeg_sizes((copy / "report.html").read_text(encoding="utf-8"))) == 16
     assert f"wrote {copy / 'report.html'} and {copy / 'summary.json'}" in result.output
@@ -150,7 +150,7 @@ def test_unlabelled_run_and_images_moved(tmp_path):
     write_report(tmp_path / "run", log=lambda m: None, progress=False)
     page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "data:image/jpeg" not in page and "is not here; pass --images" in page
-    result = CliRunner().invoke(report, [str(tmp_path / "run"), "--images", str(tmp_path / "moved"), "--quiet"])
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--images", str(tmp_path / "moved"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "report.html").read_text(encoding="utf-8").count("data:image/jpeg") == 1
 
@@ -192,7 +192,7 @@ def test_not_a_finished_run_is_one_line(tmp_path, run, make, words):
         write_report(target, log=lambda m: None, progress=False)
     assert words in str(info.value) and "\n" not in str(info.value) and str(target) in str(info.value)
     assert not (target / "report.html").exists()
-    result = CliRunner().invoke(report, [str(target)])
+    result = CliRunner().invoke(main, ["report", str(target)])
     assert result.exit_code == 1 and result.output.strip().count("\n") == 0, result.output
     assert result.output.startswith("Error: ")
 

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from scanner.cli import main
-from scanner.job import run_job
-from scanner.runner import RunSettings
-from scanner.schema import FACES_SCHEMA
-from scanner.writers import read_settings
+from scanner.run.job import run_job
+from scanner.settings import RunSettings
+from scanner.output.schema import FACES_SCHEMA
+from engines.files import read_settings
 
 from _data import MULTIFACE, REALORFAKE, assert_scores_spread, gradient_image, write_coco
 
@@ -69,7 +69,7 @@ def test_scores_equal_an_independent_computation(tmp_path):
     import torch
 
     from engines.checkpoint import load_checkpoint
-    from scanner.job import DEFAULT_ENGINE
+    from scanner.run.job import DEFAULT_ENGINE
     from test_pipeline import reference_crop
 
     coco = json.loads((REALORFAKE / "Test-Dev_poly.json").read_text())

@@ -8,7 +8,7 @@ from PIL import Image
 
 from engines.errors import DfscanError
 from scanner.catalog import load_catalog
-from scanner.synthetic import default_face_source, make_synthetic_set
+from scanner.bench.synthetic import default_face_source, make_synthetic_set
 
 
 def _check(images_dir, n, lo, hi):

@@ -6,8 +6,9 @@ from click.testing import CliRunner
 
 from engines.checkpoint import load_checkpoint, read_checkpoint
 from engines.models import create_model
-from engines.train import evaluate, last_path
-from engines.train_data import Normalize, load_split
+from engines.train.loop import evaluate, last_path
+from engines.train.data import CropSet, Normalize
+from scanner.run.training import split_crops
 from scanner.cli import main
 
 from _data import REALORFAKE
@@ -55,7 +56,7 @@ def test_train_writes_checkpoint_history_and_plots(run):
 def test_training_lowers_the_training_loss(run):
     out, _, _ = run
     _, config, _ = load_checkpoint(out)
-    data = load_split(REALORFAKE, "Train", config, limit=32, log=lambda m: None)
+    data = CropSet.collect("Train", split_crops(REALORFAKE, "Train", config, limit=32, log=lambda m: None))
     torch.manual_seed(0)  # the run's seed: the same initial weights
     initial = create_model("customcnn", input_size=config.input_size)
     trained, _, _ = load_checkpoint(last_path(out))

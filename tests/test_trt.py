@@ -34,7 +34,7 @@ def _images(n, seed=0):
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory):
     """The bundled trained model: scores that spread, and that half precision barely moves."""
-    from scanner.job import DEFAULT_ENGINE
+    from scanner.run.job import DEFAULT_ENGINE
 
     model, config = model_from_source(DEFAULT_ENGINE)
     return export_onnx(model, config, tmp_path_factory.mktemp("onnx") / "mobilenetv2.onnx")

@@ -12,7 +12,7 @@
 # what is left of SUITE_LIMIT_S (default 570 s, inside the tool's 600 s), so the summary always prints.
 #
 # Reads /root/dfscan-data (the transfer calls put .gpu-data/ there; a .gpu-data/ carried with this call
-# replaces it) and links it to ../shared/data, where the tests and scanner.synthetic look.
+# replaces it) and links it to ../shared/data, where the tests and scanner.bench.synthetic look.
 # Knobs (environment): SUITE_LIMIT_S, SUITE_BACKEND (torch: fp16 on CUDA; the image has no TensorRT and
 # a CPU-only ONNX Runtime), SUITE_SYNTH_IMAGES (4000), SUITE_ROF_TIMES (30), SUITE_RES (32..1024),
 # SUITE_CPU_TESTS (test files), DFSCAN_SITE, DFSCAN_DATA, DFSCAN_WORK.

@@ -131,7 +131,7 @@ def dali_smoke(device: str) -> dict:
 
 
 def cmd_env(a) -> int:
-    from scanner._bench_probe import cpu_model
+    from scanner.bench.probe import cpu_model
 
     info = {"when": time.strftime("%Y-%m-%d %H:%M:%S %z"), "python": sys.version.split()[0],
             "executable": sys.executable, "platform": platform.platform(), "cpu_model": cpu_model(),
@@ -417,8 +417,8 @@ def cmd_replicate(a) -> int:
 def cmd_synth(a) -> int:
     if a.faces_from:
         os.environ["DFSCAN_FACES"] = a.faces_from
-    from scanner.bench import parse_faces_per_image
-    from scanner.synthetic import make_synthetic_set
+    from scanner.bench.bench import parse_faces_per_image
+    from scanner.bench.synthetic import make_synthetic_set
 
     dst = Path(a.dst)
     marker = dst / f".made-{a.n}-{a.faces_per_image}-{a.seed}"

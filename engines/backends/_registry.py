@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import DfscanError
+from engines.errors import DfscanError
 
 
 @dataclass(frozen=True)

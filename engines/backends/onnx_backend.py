@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 
-from ..errors import DfscanError
-from ..models import ModelConfig
-from ._registry import register_backend
+from engines.backends._registry import register_backend
+from engines.config import ModelConfig
+from engines.errors import DfscanError
 
 CONFIG_KEY = "dfscan_config"
 

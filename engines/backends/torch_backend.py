@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._registry import register_backend
+from engines.backends._registry import register_backend
 
 
 def _available():
@@ -41,7 +41,7 @@ class TorchEngine:
 @register_backend("torch", (".pt", ".pth"), _available,
                   "dfscan torch checkpoint, eager inference (the fallback)")
 def load_torch_engine(path, device="cpu"):
-    from ..checkpoint import load_checkpoint
+    from engines.checkpoint import load_checkpoint
 
     model, config, _ = load_checkpoint(path)
     return TorchEngine(model, config, device)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DfscanError
-from ..models import ModelConfig
-from ._registry import register_backend
+from engines.backends._registry import register_backend
+from engines.config import ModelConfig
+from engines.errors import DfscanError
 
 CONFIG_KEY = "dfscan_config"
 INSTALL_HINT = "pip install 'dfscan[tensorrt]' on a machine with an NVIDIA GPU (CUDA 12)"

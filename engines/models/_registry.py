@@ -5,51 +5,11 @@ name twice is an error, and unknown names list the valid choices.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import DfscanError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything the data pipeline needs to feed a model, so nothing downstream hard-codes it.
-
-    ``crop_margin`` is the crop convention shared by training and scanning: the face box is
-    enlarged by this factor about its centre, clipped to the image, then resized (aspect not
-    kept) to ``input_size``.
-    """
-
-    arch: str
-    input_size: tuple[int, int] = (224, 224)  # (height, width)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "linear"
-    crop_margin: float = 1.3
-    class_names: tuple[str, ...] = ("Real", "Fake")
-    paper: str = ""
-    pretrained_hint: str = ""  # where ImageNet weights come from offline, if anywhere
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("input_size", "mean", "std", "class_names"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
-
-    def with_input_size(self, size: int | tuple[int, int]) -> "ModelConfig":
-        if isinstance(size, int):
-            size = (size, size)
-        return dataclasses.replace(self, input_size=tuple(size))
+from engines.config import ModelConfig
+from engines.errors import DfscanError
 
 
 @dataclass(frozen=True)

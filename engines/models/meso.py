@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-from ._registry import ModelConfig, register_model
+from engines.config import ModelConfig
+from engines.models._registry import register_model
 
 _CONFIG = dict(input_size=(256, 256), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                paper="Afchar et al. 2018, arXiv:1809.00888",
@@ -87,7 +88,8 @@ class MesoInception4(nn.Module):
 def _build(cls, pretrained, num_classes, input_size):
     model = cls(num_classes, input_size)
     if pretrained not in (None, "none", "", "auto"):  # no ImageNet weights exist: "auto" is a no-op
-        from ._weights import load_state_dict_file, resolve_pretrained
+        from engines.models._weights import resolve_pretrained
+        from engines.models._weights import load_state_dict_file
         load_state_dict_file(model, resolve_pretrained("meso", pretrained))
     return model
 

@@ -22,8 +22,10 @@ Connections on Learning", AAAI 2017, arXiv:1602.07261 (timm).
 """
 from __future__ import annotations
 
-from ._registry import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, register_model
-from ._weights import load_state_dict_file, resolve_pretrained
+from engines.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from engines.models._weights import resolve_pretrained
+from engines.models._registry import register_model
+from engines.models._weights import load_state_dict_file
 
 _HALF = (0.5, 0.5, 0.5)
 _FROM_SCRATCH = "no offline ImageNet weights: trains from scratch"

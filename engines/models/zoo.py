@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ._registry import ModelConfig, register_model
-from ._weights import load_state_dict_file, resolve_pretrained
+from engines.config import ModelConfig
+from engines.models._weights import resolve_pretrained
+from engines.models._registry import register_model
+from engines.models._weights import load_state_dict_file
 
 
 @register_model("mobilenetv2", ModelConfig(

@@ -1,0 +1,132 @@
+"""The model under test, rebuilt at each resolution: torch weights for the baseline, an engine
+file (ONNX, TensorRT plan where TensorRT runs, or a .pt for the torch backend) for dfscan."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.errors import DfscanError
+
+DEFAULT_ARCH = "mobilenetv2"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from: a dfscan checkpoint, or a seeded untrained architecture."""
+
+    checkpoint: Path | None = None
+    arch: str | None = None
+    seed: int = 0
+
+    @property
+    def trained(self) -> bool:
+        return self.checkpoint is not None
+
+    @property
+    def label(self) -> str:
+        if self.checkpoint is not None:
+            return str(self.checkpoint)
+        return f"{self.arch} (untrained, seed {self.seed})"
+
+    def native_config(self):
+        from engines.checkpoint import read_checkpoint
+        from engines.config import ModelConfig
+        from engines.models import get_model_config, get_model_entry
+
+        if self.checkpoint is None:
+            return get_model_config(self.arch)
+        payload = read_checkpoint(self.checkpoint)
+        get_model_entry(payload["arch"])
+        return ModelConfig.from_dict({**get_model_config(payload["arch"]).to_dict(), **payload["config"]})
+
+    def build(self, res: int):
+        """``(torch model in eval mode, ModelConfig at res×res)``.
+
+        Architectures whose weights fit any input size are built once and shared between
+        resolutions (only the config changes); the others are rebuilt, from a checkpoint only
+        at its own size.
+        """
+        from engines.models import get_model_entry
+
+        native = self.native_config()
+        if not get_model_entry(native.arch).fixed_input_size:
+            model, config = _model_once(self)
+            return model, config.with_input_size((res, res))
+        if self.checkpoint is not None and tuple(native.input_size) != (res, res):
+            raise DfscanError(f"{self.checkpoint}: {native.arch} has a fixed input size "
+                              f"{native.input_size[0]}; bench it with --res {native.input_size[0]}")
+        from engines.export import model_from_source
+
+        return model_from_source(self.checkpoint, self.arch, self.seed, (res, res))
+
+
+@functools.lru_cache(maxsize=2)
+def _model_once(source: ModelSource):
+    from engines.export import model_from_source
+
+    return model_from_source(source.checkpoint, source.arch, source.seed)
+
+
+def resolve_source(engine_path, arch, default_checkpoint: Path, seed: int = 0) -> ModelSource:
+    """--engine (a .pt checkpoint) or --arch; neither: the bundled checkpoint, else untrained."""
+    if engine_path is not None and arch is not None:
+        raise DfscanError("give --engine or --arch, not both")
+    if engine_path is not None:
+        path = Path(engine_path)
+        if path.suffix.lower() not in (".pt", ".pth"):
+            raise DfscanError(f"--engine {path}: bench re-exports the model at every resolution, so it "
+                              "needs the torch weights: pass a dfscan checkpoint (.pt), e.g. one from "
+                              "'dfscan export --format pt', or --arch NAME")
+        if not path.is_file():
+            raise DfscanError(f"--engine {path}: file not found")
+        return ModelSource(checkpoint=path)
+    if arch is not None:
+        return ModelSource(arch=arch, seed=seed)
+    if default_checkpoint.is_file():
+        return ModelSource(checkpoint=default_checkpoint)
+    return ModelSource(arch=DEFAULT_ARCH, seed=seed)
+
+
+def _trt_plan(onnx_path: Path, config, batch_size: int) -> tuple[Path | None, str]:
+    """A TensorRT plan built from the ONNX file, or ``(None, why not)``."""
+    from engines.backends import backend_for
+
+    ok, why = backend_for(onnx_path, "trt").available()
+    if not ok:
+        return None, why
+    try:
+        from engines.trt_build import build_plan
+    except ImportError:
+        return None, "engines.trt_build (the plan builder) is missing from this checkout"
+    plan = onnx_path.with_suffix(".plan")
+    try:
+        return Path(build_plan(onnx_path, plan, opt_batch=batch_size, max_batch=batch_size)), ""
+    except Exception as exc:  # a builder failure must not end the whole sweep
+        return None, f"TensorRT build failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+
+
+def build_engine(source: ModelSource, res: int, backend: str, device: str, batch_size: int, tmp: Path):
+    """``(engine, torch model, config, note)`` at ``res``: the engine file is written under ``tmp``.
+
+    ``backend``: 'auto' (TensorRT plan where TensorRT runs, else ONNX), 'onnx', 'torch' or 'trt'.
+    ``note`` says why a TensorRT plan was not used, when it was wanted.
+    """
+    from engines.backends import load_engine
+    from engines.export import export_onnx, export_pt
+
+    model, config = source.build(res)
+    stem = Path(tmp) / f"{config.arch}-{res}"
+    note = ""
+    if backend == "torch":
+        path = export_pt(model, config, stem.with_suffix(".pt"))
+    else:
+        path = export_onnx(model, config, stem.with_suffix(".onnx"))
+        if backend in ("auto", "trt"):
+            plan, note = _trt_plan(path, config, batch_size) if device == "gpu" else (None, "")
+            if plan is not None:
+                path = plan
+            elif backend == "trt":
+                raise DfscanError(f"--backend trt: no TensorRT plan ({note or 'needs --device gpu'})")
+    engine = load_engine(path, device="cuda" if device == "gpu" else "cpu")
+    return engine, model, config, note

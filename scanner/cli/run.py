@@ -1,0 +1,93 @@
+"""``dfscan run``: scan a folder (or a Ray cluster's share of it) into Parquet."""
+from __future__ import annotations
+
+import click
+
+from scanner.cli.options import detect_options
+from scanner.errors import DfscanError
+
+
+def sigterm_as_interrupt():
+    """A scheduler's SIGTERM stops the run like Ctrl-C: rows so far are saved for --resume."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command()
+@click.argument("images", type=click.Path(file_okay=False, path_type=str))
+@click.option("--annotations", type=click.Path(dir_okay=False), default=None,
+              help="COCO / OpenForensics *_poly.json. Default: found beside IMAGES "
+                   "(ROOT/<Split>_poly.json for ROOT/Images/<Split>); none means whole-image faces.")
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
+              help="Engine file: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt (torch). "
+                   "Default: the bundled model.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--batch-size", default=64, show_default=True, help="Faces per batch.")
+@click.option("--threshold", default=0.5, show_default=True, help="score_fake at or above it is Fake.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out: scan only what is missing.")
+@click.option("--overwrite", is_flag=True, help="Delete dfscan's results in --out and start again.")
+@click.option("--max-pixels", default=100_000_000, show_default=True,
+              help="Refuse images larger than this (decompression bombs); their faces get 'too_large'.")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Let annotation file_name entries be absolute or contain '..'.")
+@click.option("--part-rows", default=4096, show_default=True,
+              help="Rows per part file: a killed run loses at most this many faces (or 30 s of work).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Scan on a Ray cluster (pip install 'dfscan[ray]'): shards of whole images, one DALI "
+                   "pipeline and engine per worker; same output as a run here.")
+@click.option("--ray-address", default=None,
+              help="--ray: 'auto' (the cluster 'ray start' runs on this machine), HOST:PORT, or 'local' "
+                   "(a private cluster for this run). Default: $RAY_ADDRESS, else local.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="--ray: number of workers. Default: one per GPU of the cluster (per CPU without GPUs).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="--ray: GPUs per worker (0.5 puts two on a GPU, 0 scans on CPUs). "
+                   "Default: 1 where the cluster has GPUs, else 0.")
+@click.option("--shard-images", type=click.IntRange(min=1), default=None,
+              help="--ray: images per shard, the unit a worker scans and a crash re-runs. Default: 256.")
+@detect_options
+def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
+        max_pixels, allow_outside_paths, part_rows, quiet, use_ray, ray_address, workers, gpus_per_worker,
+        shard_images, detect):
+    """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist).
+
+    Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
+
+    On a Ray cluster: dfscan run IMAGES --engine model.plan --out results/ --ray --ray-address auto
+    """
+    from scanner.run.job import run_job
+    from scanner.settings import RunSettings
+
+    if batch_size < 1:
+        raise DfscanError("--batch-size must be at least 1")
+    if resume and overwrite:
+        raise DfscanError("--resume and --overwrite contradict each other; pick one")
+    ray_opts = _ray_options(use_ray, ray_address, workers, gpus_per_worker, shard_images)
+    sigterm_as_interrupt()
+    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels)
+    summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
+                      resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,
+                      log=lambda m: click.echo(m, err=True), ray=ray_opts, detect=detect)
+    click.echo(summary.line())
+
+def _ray_options(use_ray, address, workers, gpus_per_worker, shard_images):
+    """RayOptions for --ray (importing Ray only then), or None; the --ray options alone are an error."""
+    given = {"--ray-address": address, "--workers": workers, "--gpus-per-worker": gpus_per_worker,
+             "--shard-images": shard_images}
+    if not use_ray:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise DfscanError(f"{', '.join(stray)} only apply with --ray")
+        return None
+    from scanner.run.distributed import RayOptions
+
+    opts = RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+    if shard_images is not None:
+        opts.shard_images = shard_images
+    return opts

@@ -1,0 +1,1 @@
+"""Faces without annotations: the detectors (``detectors``) and detection for runs (``detect``)."""

@@ -1,0 +1,166 @@
+"""One ``dfscan run``: catalog → engine → scan → parts → faces.parquet (+ metrics.parquet)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from engines.checkpoint import DEFAULT_CHECKPOINT
+from engines.files import versions, write_table
+from scanner.catalog import load_catalog
+from scanner.detect import detect as detection
+from scanner.errors import DfscanError, RunInterrupted
+from scanner.output.metrics import METRICS_SCHEMA, metrics_table
+from scanner.output.parts import RunOutput
+from scanner.run.scan import scan
+from scanner.settings import RunSettings
+
+DEFAULT_ENGINE = DEFAULT_CHECKPOINT  # the bundled model, used without --engine
+
+
+@dataclass
+class RunSummary:
+    images: int
+    faces: int
+    faces_ok: int
+    faces_failed: int
+    seconds: float
+    faces_path: Path
+    metrics_path: Path | None
+    metrics: dict | None
+    resumed_faces: int = 0  # rows that earlier, interrupted runs had saved
+    scanned_faces: int = 0  # rows this call scanned
+
+    def line(self) -> str:
+        rate = self.scanned_faces / self.seconds if self.seconds > 0 else float("nan")
+        text = (f"scanned {self.faces} faces in {self.images} images in {self.seconds:.1f} s "
+                f"({rate:.1f} faces/s): {self.faces_ok} ok, {self.faces_failed} with an error status "
+                f"-> {self.faces_path}")
+        if self.resumed_faces:
+            text += f" ({self.resumed_faces} faces came from the interrupted run)"
+        if self.metrics:
+            m = self.metrics
+            text += (f"; accuracy {m['accuracy']:.4f}, precision {m['precision']:.4f}, recall "
+                     f"{m['recall']:.4f}, F1 {m['f1']:.4f}, ROC-AUC {m['roc_auc']:.4f}, EER {m['eer']:.4f}")
+        return text
+
+
+def resolve_device(device: str) -> str:
+    """'auto' → 'gpu' where CUDA is visible, else 'cpu'; 'gpu' without a GPU is an error."""
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    if device == "auto":
+        return "gpu" if has_gpu else "cpu"
+    if device == "gpu" and not has_gpu:
+        raise DfscanError("--device gpu: no CUDA GPU is visible here; use --device cpu or auto")
+    if device not in ("cpu", "gpu"):
+        raise DfscanError(f"--device {device!r}: choose auto, cpu or gpu")
+    return device
+
+
+def open_engine(engine_path, device: str):
+    from engines.backends import load_engine
+
+    if engine_path is None:
+        if not DEFAULT_ENGINE.is_file():
+            raise DfscanError("no --engine given and no default model is installed; pass --engine FILE "
+                              "(.plan, .onnx or .pt; 'dfscan export --arch mobilenetv2' makes an untrained one)")
+        engine_path = DEFAULT_ENGINE
+    return load_engine(engine_path, device="cuda" if device == "gpu" else "cpu"), Path(engine_path)
+
+
+def run_meta(engine, engine_path, settings: RunSettings, images, catalog) -> dict:
+    """The settings and versions that go into the manifest and every Parquet file."""
+    return {"engine": str(Path(engine_path).resolve()), "backend": engine.name, "arch": engine.config.arch,
+            "input_size": list(engine.config.input_size), "crop_margin": engine.config.crop_margin,
+            "threshold": settings.threshold, "device": settings.device, "batch_size": settings.batch_size,
+            "max_pixels": settings.max_pixels, "images": str(Path(images).resolve()),
+            "annotations": str(catalog.annotations.resolve()) if catalog.annotations else None,
+            "versions": versions()}
+
+
+@contextlib.contextmanager
+def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=print):
+    """Yields ``(engine, engine_path, scan_todo)``: this process's engine and ``scan``, or with
+    ``ray`` (a ``scanner.run.distributed.RayOptions``) a pool of Ray workers, stopped on exit."""
+    if ray is None:
+        engine, engine_path = open_engine(engine_path, settings.device)
+        yield engine, engine_path, functools.partial(scan, catalog, engine, settings)
+        return
+    from scanner.run.distributed import RayScanner
+
+    with RayScanner(engine_path or DEFAULT_ENGINE, settings, ray, log) as pool:
+        yield pool.engine, pool.engine_path, functools.partial(pool.scan, catalog)
+
+
+def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSettings | None = None,
+            overwrite: bool = False, resume: bool = False, allow_outside: bool = False,
+            part_rows: int = 4096, progress: bool = True, log=print, ray=None, detect=None) -> RunSummary:
+    """Scan ``images`` into ``out_dir``, here or with ``ray`` (RayOptions) on a Ray cluster.
+    Raises DfscanError when the run cannot be done and RunInterrupted (after saving what was
+    scanned) on Ctrl-C. ``detect`` (``scanner.detect.DetectSettings``) finds the faces where
+    there are no annotations; None (the library default) keeps one whole-image face per image."""
+    settings = settings or RunSettings()
+    if ray is None:  # Ray workers find their own device
+        settings.device = resolve_device(settings.device)
+    catalog = load_catalog(images, annotations, allow_outside=allow_outside)
+    log(catalog.summary())
+    detecting, save_detections = detection.applies(catalog, detect), None
+    if detecting:  # a plain folder: find the faces, then scan them as annotated ones
+        # detection runs here, in this process, even when Ray scans
+        detect.device = resolve_device("auto" if ray is not None else settings.device)
+        detect.max_pixels = settings.max_pixels
+        catalog, save_detections = detection.catalog_for_run(catalog, images, out_dir, detect, resume=resume,
+                                                             overwrite=overwrite, progress=progress, log=log)
+        log(catalog.summary())
+    with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, scan_todo):
+        meta = run_meta(engine, engine_path, settings, images, catalog)
+        meta.update(detect.meta() if detecting else {})
+        output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
+        if save_detections is not None:
+            save_detections()
+        start = time.perf_counter()
+        done = set() if output.complete else output.done_face_ids()
+        todo = [i for i, img in catalog.images.items() if not all(f in done for f in img.face_ids)]
+        resumed = sum(1 for f in catalog.faces if f in done)
+        if resume and output.complete:
+            log(f"{output.dir} already holds a complete run; nothing to scan")
+            todo = []
+        elif resumed:
+            log(f"resuming: {resumed} faces already saved, {len(todo)} images left")
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(catalog.faces), initial=resumed, unit="face", disable=not progress,
+                   desc="scan", dynamic_ncols=True)
+        scanned = 0
+        try:
+            for table in scan_todo(image_ids=todo, on_faces=bar.update):
+                output.add(table)
+                scanned += table.num_rows
+        except KeyboardInterrupt:
+            output.record_session(images=len(todo), faces_scanned=scanned, interrupted=True)
+            output.flush()
+            bar.close()
+            saved = len(output.done_face_ids())
+            raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} faces are saved in {output.dir}; "
+                                 "run the same command with --resume to finish") from None
+        bar.close()
+    faces_path = output.dir / "faces.parquet"
+    if not output.complete:
+        output.record_session(images=len(todo), faces_scanned=scanned, interrupted=False)
+        faces_path = output.finish({f: n for n, f in enumerate(catalog.faces)})
+    seconds = time.perf_counter() - start
+    faces = pq.read_table(faces_path)
+    ok = sum(1 for s in faces.column("status").to_pylist() if s == "ok")
+    metrics_path, first = None, None
+    table = metrics_table(faces, settings.threshold) if catalog.has_labels else None
+    if table is not None:
+        metrics_path = write_table(output.dir / "metrics.parquet", table.cast(METRICS_SCHEMA), meta)
+        first = table.slice(0, 1).to_pylist()[0]
+    return RunSummary(len(catalog.images), faces.num_rows, ok, faces.num_rows - ok, seconds,
+                      faces_path, metrics_path, first, resumed_faces=resumed, scanned_faces=scanned)

@@ -1,0 +1,36 @@
+"""The scan loop: cropped batches → engine → result rows, in catalog order."""
+from __future__ import annotations
+
+import numpy as np
+
+from scanner.catalog import Catalog
+from scanner.output.schema import rows_to_table
+from scanner.pipeline.cropper import iter_crops
+from scanner.settings import RunSettings
+from scanner.status import OK
+
+
+def softmax_fake(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
+
+def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_faces=None, cropper=None):
+    """Scan the catalog; yields one pyarrow Table of result rows per batch, in catalog order.
+
+    ``on_faces(n)`` is called with the number of faces each batch accounts for (progress bars).
+    """
+    order = {f: n for n, f in enumerate(catalog.faces)}
+    for cropped in iter_crops(catalog, engine.config, settings, image_ids, cropper):
+        results: dict[int, tuple] = {}
+        for face_ids, crops in cropped.pieces:
+            scores = softmax_fake(engine.infer(crops))
+            for f, s in zip(face_ids, scores):
+                results[f] = (float(s), OK, None)
+        for r in cropped.planned.failed + cropped.failed:
+            results[r.face_id] = (None, r.status, r.error)
+        rois = {f: roi for job in cropped.planned.jobs for f, roi in zip(job.face_ids, job.rois)}
+        face_ids = sorted(results, key=order.__getitem__)
+        yield rows_to_table(catalog, face_ids, results, rois, settings.threshold)
+        if on_faces is not None:
+            on_faces(len(face_ids))

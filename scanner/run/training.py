@@ -1,0 +1,56 @@
+"""Face crops for ``dfscan train``: each split cropped once by the scan's own pipeline.
+
+Crops come from ``scanner.pipeline.cropper.iter_crops`` with the model's ModelConfig, so training
+sees exactly the pixels ``dfscan run`` will feed the model (same decoder, box margin, resize).
+DALI's resize keeps uint8, so undoing the normalisation and rounding recovers the crops
+losslessly. ``engines.train`` receives them as plain batches and never imports this package.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scanner.catalog import load_catalog, split_paths
+from scanner.errors import DfscanError
+from scanner.pipeline.cropper import iter_crops
+from scanner.settings import RunSettings
+
+
+def _limit(catalog, limit: int):
+    """At most ``limit`` labelled faces, alternating Real and Fake, in catalog order."""
+    by_label = {0: [], 1: []}
+    for face in catalog.faces.values():
+        if face.label is not None:
+            by_label[face.label].append(face.image_id)
+    picked: list[int] = []
+    for pair in zip(by_label[0], by_label[1]):
+        picked.extend(i for i in pair if i not in picked)
+    leftover = [i for i in by_label[0] + by_label[1] if i not in picked]
+    keep = (picked + leftover)[:limit]
+    return catalog.subset(sorted(keep))
+
+def split_crops(root, split: str, config, batch_size: int = 64, limit: int | None = None, log=print):
+    """Yield ``(uint8 crops, labels, face ids)`` for every labelled face of ``split``, cropped
+    with ``config``'s crop convention.
+
+    Raises DfscanError when the split is missing or holds no labelled, croppable face.
+    """
+    images_dir, annotations = split_paths(root, split)
+    catalog = load_catalog(images_dir, annotations)
+    if limit is not None:
+        catalog = _limit(catalog, limit)
+    mean = np.asarray(config.mean, dtype=np.float32)[:, None, None] * 255
+    std = np.asarray(config.std, dtype=np.float32)[:, None, None] * 255
+    failed, yielded = [], 0
+    for batch in iter_crops(catalog, config, RunSettings(batch_size=batch_size, device="cpu")):
+        failed += batch.planned.failed + batch.failed
+        for face_ids, crops in batch.pieces:
+            keep = [n for n, f in enumerate(face_ids) if catalog.faces[f].label is not None]
+            if not keep:
+                continue
+            pixels = np.clip(np.rint(np.asarray(crops)[keep] * std + mean), 0, 255).astype(np.uint8)
+            yield pixels, [catalog.faces[face_ids[n]].label for n in keep], [face_ids[n] for n in keep]
+            yielded += len(keep)
+    for r in failed[:5]:
+        log(f"{split}: face {r.face_id} skipped ({r.status}: {r.error})")
+    if not yielded:
+        raise DfscanError(f"{annotations}: no labelled face could be cropped (category_id 0 or 1)")
