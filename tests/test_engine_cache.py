@@ -126,14 +126,17 @@ _CHILD = textwrap.dedent("""
         with open(root / "builds.log", "a") as log:
             log.write(f"{os.getpid()}\\n")
         # Without the lock both processes are inside build() together: wait for the other one,
-        # so the two really race to publish. With it, wait until the other one is running.
-        want = "builds.log" if not lock else "ready-"
+        # so the two really race to publish. With it, wait until the other one is running, then
+        # give it time to reach the lock (it only matters that it gets there before we publish
+        # if the lock were missing: then it would build too, and the test would catch that).
         deadline = time.time() + 60
         while time.time() < deadline:
             if (lock and len(list(root.glob("ready-*"))) == 2) or (
                     not lock and len((root / "builds.log").read_text().split()) == 2):
                 break
             time.sleep(0.05)
+        if lock:
+            time.sleep(2)
         target.write_bytes(f"engine built by {os.getpid()} ".encode() * 5000)
         return {"pid": os.getpid()}
 
