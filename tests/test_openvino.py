@@ -74,3 +74,13 @@ def test_bad_options_are_one_line_errors(exported):
         load_engine(xml, device="cuda")
     with pytest.raises(DfscanError, match="onnx backend does not take hint"):
         load_engine(onnx_file, hint="LATENCY")
+
+
+def test_throughput_hint_splits_a_batch_over_streams(exported):
+    _, _, xml, x, ref = exported
+    single = load_engine(xml, threads=2, hint="LATENCY")
+    split = load_engine(xml, threads=2, hint="THROUGHPUT")
+    assert single.streams == 1 and split.streams >= 2  # else the split path would go untested
+    for rows in (len(x), 2 * split.streams + 1, 1):  # even, odd and too small to split
+        np.testing.assert_allclose(split.infer(x[:rows]), single.infer(x[:rows]), atol=1e-5)
+    np.testing.assert_allclose(scores(split.infer(x)), ref, atol=TOL)
