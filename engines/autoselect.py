@@ -126,13 +126,14 @@ class _Job:
         return model_from_source(checkpoint=self.checkpoint, input_size=self.input_size)
 
     def size(self):
-        if self.input_size is not None:
-            return tuple(self.input_size)
-        from .checkpoint import read_checkpoint
-        from .models import get_model_config
+        """The engine's input size: the override, else the checkpoint's (read once)."""
+        if self.input_size is None:
+            from .checkpoint import read_checkpoint
+            from .models import get_model_config
 
-        payload = read_checkpoint(self.checkpoint)
-        return tuple(payload["config"].get("input_size") or get_model_config(payload["arch"]).input_size)
+            payload = read_checkpoint(self.checkpoint)
+            self.input_size = payload["config"].get("input_size") or get_model_config(payload["arch"]).input_size
+        return tuple(self.input_size)
 
 
 def _cpu(job: _Job, backend, precision) -> EngineChoice:
