@@ -6,10 +6,11 @@ Only ``.pt``/``.pth`` checkpoints are turned into engines; an explicit ``.onnx``
 - GPU: a TensorRT fp16 plan where TensorRT loads and CUDA is available (``tensorrt`` is never
   imported without a visible GPU: creating a TensorRT runtime there crashes the process), else
   eager torch on CUDA in fp16.
-- CPU: OpenVINO where it is installed, else ONNX Runtime. OpenVINO was the faster of the two on
-  this project's 2-core AVX2 EPYC for MobileNetV2 224, batch 64, one request per batch, in fp32
-  and INT8 alike (benchmarks/results/engines-cpu-2026-12-01/RESULTS.md: fp32 510 vs 290 faces/s,
-  INT8 881 vs 649 on a quiet machine). INT8 is used only where the cached INT8 engine passed the
+- CPU: OpenVINO where it is installed, else ONNX Runtime. On this project's 2-core AVX2 EPYC,
+  quiet, MobileNetV2 224 batch 64 one request per batch, OpenVINO was the faster: fp32 510 vs
+  290 faces/s, INT8 881 vs 649. Re-measured under heavy load from other jobs the two were within
+  noise of each other (benchmarks/results/engines-cpu-2026-12-01/RESULTS.md), never clearly
+  behind, so OpenVINO stays first. INT8 is used only where the cached INT8 engine passed the
   accuracy gate (``engines.quantize.accuracy_gate``: Val AUC drop ≤ 0.005); otherwise fp32.
 
 Calibration and validation data come from the caller as callables taking the ModelConfig (so the
@@ -30,7 +31,7 @@ from .quantize import MAX_AUC_DROP
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 CPU_PREFERENCE = ("openvino", "onnx")  # fastest first, measured (see the module docstring)
-SPEED_NOTE = "faster than ONNX Runtime here (benchmarks/results/engines-cpu-2026-12-01)"
+SPEED_NOTE = "the faster CPU runtime in our measurements (benchmarks/results/engines-cpu-2026-12-01)"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ Settings, and why:
   streams; ``infer`` cuts each batch into one slice per stream and runs the slices together, so
   one call still uses every core, without the per-layer thread barriers of one big request.
   LATENCY runs the whole batch as one request on all threads. Measured on the project's 2-core
-  EPYC (MobileNetV2 224, batch 64; benchmarks/results/engines-cpu-2026-12-01/RESULTS.md),
-  THROUGHPUT was 10–20 % faster in fp32 and INT8 alike, every round.
+  EPYC (MobileNetV2 224, batch 64; benchmarks/results/engines-cpu-2026-12-01/RESULTS.md, a
+  loaded machine), THROUGHPUT was 10–20 % faster in fp32 and INT8 in every round of the
+  focused run, and tied or ahead in the full one.
 - ``threads``: INFERENCE_NUM_THREADS, so the caller can budget cores between DALI and inference.
 - INFERENCE_PRECISION_HINT is pinned to f32: on CPUs with AMX or AVX512-BF16 OpenVINO would
   otherwise silently run fp32 models in bf16. INT8 (QDQ) models still run their quantised
