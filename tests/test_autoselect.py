@@ -68,8 +68,9 @@ def test_cpu_int8_only_behind_the_gate(checkpoint, cache):
     assert notes == []
 
 
-def test_cpu_without_data_is_fp32_and_backend_override_is_kept(checkpoint, cache):
-    choice = choose_engine(checkpoint, "cpu", cache_dir=cache)
+def test_cpu_without_data_is_fp32_and_backend_override_is_kept(checkpoint, cache, tmp_path):
+    # A fresh cache: the module's one may hold a gated INT8 engine from the test above.
+    choice = choose_engine(checkpoint, "cpu", cache_dir=tmp_path)
     assert (choice.backend, choice.precision) == ("openvino", "fp32")
     assert "no calibration and validation faces" in choice.reason
     onnx = choose_engine(checkpoint, "cpu", backend="onnx", precision="fp32", cache_dir=cache)
