@@ -1,11 +1,15 @@
-"""Turn a checkpoint (or a fresh seeded architecture) into an engine file: .pt or .onnx.
+"""Turn a checkpoint (or a fresh seeded architecture) into an engine file: .pt, .onnx or an
+OpenVINO IR (.xml + .bin).
 
-TensorRT plans are built from the ONNX export (``engines.trt_build``).
+TensorRT plans are built from the ONNX export (``engines.trt_build``), OpenVINO IRs are converted
+from it, and INT8 models are quantised from it (``engines.quantize``).
 """
 from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from engines.checkpoint import load_checkpoint, save_checkpoint
@@ -62,7 +66,40 @@ def export_onnx(model, config, out, opset: int = ONNX_OPSET) -> Path:
     return write_atomic(out, proto.SerializeToString())
 
 
-EXPORTERS = {"pt": export_pt, "onnx": export_onnx}
+def onnx_to_openvino(onnx_path, out) -> Path:
+    """Convert a dfscan ONNX file (fp32 or QDQ INT8) to an OpenVINO IR ``out`` (.xml + .bin).
+
+    The dfscan config goes into the IR's rt_info (``dfscan_config``), so the .xml carries it.
+    Weights stay fp32 (``compress_to_fp16=False``): fp16-compressed weights would move scores
+    away from the torch model. Both files are written under temporary names and renamed, .bin
+    first, so a reader never pairs a new .xml with an old .bin.
+    """
+    import openvino as ov
+
+    from engines.backends.onnx_backend import read_onnx_config
+    from engines.backends.openvino_backend import CONFIG_KEY
+
+    out = Path(out)
+    if out.suffix.lower() != ".xml":
+        raise DfscanError(f"{out}: an OpenVINO IR is named *.xml (its weights go beside it in *.bin)")
+    config = read_onnx_config(onnx_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.convert_model(str(onnx_path))
+    model.set_rt_info(json.dumps(config.to_dict()), [CONFIG_KEY])
+    tmp = out.with_name(out.stem + ".tmp.xml")  # OpenVINO names the weights tmp.bin beside it
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+    os.replace(tmp, out)
+    return out
+
+
+def export_openvino(model, config, out) -> Path:
+    """OpenVINO IR (``out`` = .xml, weights in .bin beside it) via an ONNX export."""
+    with tempfile.TemporaryDirectory(prefix="dfscan-ov-") as tmp:
+        return onnx_to_openvino(export_onnx(model, config, Path(tmp) / "model.onnx"), out)
+
+
+EXPORTERS = {"pt": export_pt, "onnx": export_onnx, "openvino": export_openvino}
 
 
 def export(model, config, fmt: str, out) -> Path:

@@ -15,28 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.backends.onnx_backend import read_onnx_config  # noqa: F401  (re-exported: it lived here)
 from engines.backends.trt_backend import CONFIG_KEY, import_tensorrt, sidecar_path, trt_logger
-from engines.config import ModelConfig
 from engines.errors import DfscanError
 from engines.files import write_atomic
 
 INPUT_NAME = "input"  # fixed by engines.export.export_onnx
-
-
-def read_onnx_config(onnx_path) -> ModelConfig:
-    """The ModelConfig stored in a dfscan ONNX export's metadata; DfscanError if absent."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise DfscanError(f"{onnx_path}: not a readable ONNX file ({reason})") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if CONFIG_KEY not in meta:
-        raise DfscanError(f"{onnx_path}: no '{CONFIG_KEY}' metadata; "
-                          f"export it with 'dfscan export --format onnx'")
-    return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
 
 
 def build_plan(onnx_path, out_path, *, fp16=True, int8=False, calib_batches=None, min_batch=1,

@@ -1,10 +1,12 @@
-"""The engine-backend registry: ``torch`` (.pt/.pth), ``onnx`` (.onnx), ``trt`` (.plan/.engine).
+"""The engine-backend registry: ``torch`` (.pt/.pth), ``onnx`` (.onnx), ``openvino`` (.xml),
+``trt`` (.plan/.engine).
 
 A backend is chosen from the engine file's suffix or by name. Each backend says whether this
 machine can run it (``available()``) without importing heavy GPU libraries at module import.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,7 +18,7 @@ from engines.errors import DfscanError
 class BackendEntry:
     name: str
     suffixes: tuple[str, ...]
-    loader: Callable  # loader(path, device) -> Engine
+    loader: Callable  # loader(path, device, **options) -> Engine
     available: Callable[[], tuple[bool, str]]  # () -> (usable here, why not / what it uses)
     description: str
 
@@ -55,12 +57,16 @@ def backend_for(path, backend: str | None = None) -> BackendEntry:
     raise DfscanError(f"{path}: no engine backend reads '{suffix}' files; use one of {known}")
 
 
-def load_engine(path, device: str = "cpu", backend: str | None = None):
+def load_engine(path, device: str = "cpu", backend: str | None = None, **options):
     """Open an engine file for inference on ``device`` ('cpu' or 'cuda').
 
+    ``options`` go to the backend's loader; those set to None are dropped, so callers can pass
+    e.g. ``threads=None`` to every backend. CPU backends take ``threads`` (intra-op threads, to
+    leave cores for DALI); ``openvino`` also takes ``hint`` and ``torch`` ``precision``.
     Returns an object with ``config`` (ModelConfig), ``name``, ``device`` and
     ``infer(batch) -> np.ndarray`` of shape (N, num_classes) holding logits.
-    Raises DfscanError when the file is missing or its backend cannot run here.
+    Raises DfscanError when the file is missing, its backend cannot run here or does not take
+    one of ``options``.
     """
     path = Path(path)
     if not path.is_file():
@@ -69,4 +75,8 @@ def load_engine(path, device: str = "cpu", backend: str | None = None):
     ok, why = entry.available()
     if not ok:
         raise DfscanError(f"{path}: the {entry.name} backend cannot run here: {why}")
-    return entry.loader(path, device)
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - set(inspect.signature(entry.loader).parameters))
+    if unknown:
+        raise DfscanError(f"{path}: the {entry.name} backend does not take {', '.join(unknown)}; drop it")
+    return entry.loader(path, device, **options)

@@ -1,4 +1,8 @@
-"""ONNX Runtime engine. The model config travels in the ONNX file's metadata (``dfscan_config``)."""
+"""ONNX Runtime engine. The model config travels in the ONNX file's metadata (``dfscan_config``).
+
+``threads`` caps ONNX Runtime's intra-op pool, so a scan can leave cores to DALI's decoders;
+None lets ONNX Runtime use one thread per physical core.
+"""
 from __future__ import annotations
 
 import json
@@ -27,8 +31,12 @@ class OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
+        if threads is not None:
+            if threads < 1:
+                raise DfscanError(f"{path}: threads must be at least 1, got {threads}")
             options.intra_op_num_threads = threads
+            # Inter-op parallelism only matters for branchy graphs; keep it inside the budget.
+            options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -50,6 +58,22 @@ class OnnxEngine:
         return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
 
 
+def read_onnx_config(onnx_path) -> ModelConfig:
+    """The ModelConfig stored in a dfscan ONNX export's metadata; DfscanError if absent."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DfscanError(f"{onnx_path}: not a readable ONNX file ({reason})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if CONFIG_KEY not in meta:
+        raise DfscanError(f"{onnx_path}: no '{CONFIG_KEY}' metadata; "
+                          f"export it with 'dfscan export --format onnx'")
+    return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+
+
 @register_backend("onnx", (".onnx",), _available, "ONNX Runtime (CPU, or CUDA where installed)")
-def load_onnx_engine(path, device="cpu"):
-    return OnnxEngine(path, device)
+def load_onnx_engine(path, device="cpu", threads: int | None = None):
+    return OnnxEngine(path, device, threads=threads)

@@ -1,0 +1,121 @@
+"""The engine chooser: OpenVINO on the CPU, INT8 only behind the accuracy gate, explicit engine
+files kept, impossible combinations refused, and a torch-free import."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _engine_models import crops, scores
+from engines import DfscanError
+from engines.autoselect import choose_engine
+from engines.checkpoint import load_checkpoint, save_checkpoint
+from engines.export import export_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "engines" / "default" / "mobilenetv2.pt"
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The trained default model saved as a 64-px checkpoint (a real .pt, small inputs)."""
+    model, config, _ = load_checkpoint(DEFAULT, input_size=(64, 64))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m64.pt", model, config)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache folder for the module: later tests reuse the engines earlier ones built."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def calibration(config):
+    return iter(np.array_split(crops("Train", config, limit=64)[0], 4))
+
+
+def validation(config):
+    x, y = crops("Val", config)
+    return iter([(x[:40], y[:40]), (x[40:], y[40:])])
+
+
+def drift(config):
+    return iter([crops("Test-Dev", config, limit=40)[0]])
+
+
+def test_cpu_int8_only_behind_the_gate(checkpoint, cache):
+    notes = []
+    kw = dict(calibration=calibration, validation=validation, drift=drift, cache_dir=cache,
+              warn=notes.append, threads=2)
+    lenient = choose_engine(checkpoint, "cpu", max_auc_drop=1.0, **kw)
+    assert (lenient.backend, lenient.precision, lenient.device) == ("openvino", "int8", "cpu")
+    assert lenient.path.suffix == ".xml" and lenient.record["cache"] == "built"
+    gate = lenient.record["build"]["gate"]
+    assert "passed the accuracy gate" in lenient.reason and f"{gate['auc_drop']:+.4f}" in lenient.reason
+    engine = lenient.load()
+    x = crops("Test-Dev", engine.config, limit=40)[0]
+    assert engine.name == "openvino" and engine.threads == 2
+    assert scores(engine.infer(x)).std() > 0.05
+    # The same cached INT8 engine, judged against a limit it cannot meet: fp32 instead.
+    strict = choose_engine(checkpoint, "cpu", max_auc_drop=-1.0, **kw)
+    assert (strict.backend, strict.precision) == ("openvino", "fp32")
+    assert "INT8 failed the accuracy gate" in strict.reason
+    # Without data, a gated INT8 engine built earlier is still found; none is built.
+    again = choose_engine(checkpoint, "cpu", max_auc_drop=1.0, cache_dir=cache, warn=notes.append)
+    assert (again.precision, again.path, again.record["cache"]) == ("int8", lenient.path, "hit")
+    assert notes == []
+
+
+def test_cpu_without_data_is_fp32_and_backend_override_is_kept(checkpoint, cache, tmp_path):
+    # A fresh cache: the module's one may hold a gated INT8 engine from the test above.
+    choice = choose_engine(checkpoint, "cpu", cache_dir=tmp_path)
+    assert (choice.backend, choice.precision) == ("openvino", "fp32")
+    assert "no calibration and validation faces" in choice.reason
+    onnx = choose_engine(checkpoint, "cpu", backend="onnx", precision="fp32", cache_dir=cache)
+    assert (onnx.backend, onnx.precision, onnx.path.suffix) == ("onnx", "fp32", ".onnx")
+    x = crops("Test-Dev", onnx.load().config, limit=24)[0]
+    ref = scores(choice.load().infer(x))
+    assert ref.std() > 0.05
+    np.testing.assert_allclose(scores(onnx.load().infer(x)), ref, atol=1e-3)
+    bf16 = choose_engine(checkpoint, "cpu", precision="bf16")
+    assert (bf16.backend, bf16.precision, bf16.path) == ("torch", "bf16", checkpoint)
+    np.testing.assert_allclose(scores(bf16.load().infer(x)), ref, atol=0.1)
+
+
+def test_explicit_engine_files_are_kept(checkpoint, tmp_path):
+    model, config, _ = load_checkpoint(checkpoint)
+    onnx_file = export_onnx(model, config, tmp_path / "given.onnx")
+    kept = choose_engine(onnx_file, "cpu", threads=1)
+    assert (kept.backend, kept.path, kept.options) == ("onnx", onnx_file, {"threads": 1})
+    assert "explicit" in kept.reason
+    assert choose_engine(onnx_file, "cpu", backend="openvino").load().name == "openvino"
+    with pytest.raises(DfscanError, match=r"given\.onnx.*--precision applies to \.pt"):
+        choose_engine(onnx_file, "cpu", precision="int8")
+
+
+def test_impossible_requests_are_one_line_errors(checkpoint, tmp_path):
+    cases = [({"precision": "fp16"}, "fp16 is a GPU precision"),
+             ({"backend": "trt"}, "TensorRT needs a GPU"),
+             ({"precision": "int8"}, "needs calibration faces"),
+             ({"precision": "int4"}, "unknown precision"),
+             ({"backend": "openvino", "precision": "bf16"}, "bf16 runs on the torch backend")]
+    for kwargs, message in cases:
+        with pytest.raises(DfscanError, match=message):
+            choose_engine(checkpoint, "cpu", cache_dir=tmp_path, **kwargs)
+    with pytest.raises(DfscanError, match="not found"):
+        choose_engine(tmp_path / "missing.pt", "cpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(DfscanError, match="no NVIDIA GPU is visible"):
+            choose_engine(checkpoint, "cuda", cache_dir=tmp_path)
+
+
+def test_import_is_torch_free():
+    code = ("import sys, engines.autoselect, engines.cache, engines.quantize; "
+            "print(sorted(m for m in ('torch', 'tensorrt', 'openvino', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip() == "[]"
