@@ -12,5 +12,12 @@ class RunSettings:
     device: str = "cpu"  # 'cpu' or 'gpu'
     threshold: float = 0.5
     max_pixels: int = DEFAULT_MAX_PIXELS
-    num_threads: int | None = None
+    num_threads: int | None = None  # DALI's threads; None: budgeted with the engine's (run.engine)
     queue_depth: int = 2
+    # the engine for a checkpoint (scanner.run.engine): None leaves the choice to this machine
+    backend: str | None = None  # 'openvino', 'onnx', 'torch', 'trt'
+    precision: str | None = None  # 'fp32', 'fp16', 'bf16', 'int8'
+    cache_dir: str | None = None  # compiled engines; None: $XDG_CACHE_HOME/dfscan/engines
+    engine_threads: int | None = None  # None: every core (CPU engines)
+    calib_data: str | None = None  # images whose crops calibrate an INT8 engine
+    gate_data: str | None = None  # labelled images the INT8 engine must score as well as fp32

@@ -1,5 +1,12 @@
 """Skip ``gpu`` tests where CUDA is absent and ``trt`` tests where TensorRT or CUDA is absent."""
+import os
+import tempfile
+
 import pytest
+
+# Engines built from checkpoints are cached under $XDG_CACHE_HOME/dfscan: the tests (and the
+# dfscan processes they start, which inherit the environment) keep theirs out of the user's cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dfscan-test-cache-")
 
 
 def _cuda() -> bool:

@@ -1,12 +1,15 @@
 """The bundled default model: loads with no arguments, scores Test-Dev as the README says,
 and ``dfscan run`` scans the shipped samples with it."""
+import json
+
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from engines.checkpoint import load_checkpoint
 from scanner.cli import main
-from scanner.run.job import DEFAULT_ENGINE, open_engine
+from scanner.run.engine import DEFAULT_ENGINE, open_engine
+from scanner.settings import RunSettings
 
 from _data import REALORFAKE
 
@@ -19,8 +22,10 @@ SAMPLES = DEFAULT_ENGINE.parents[2] / "scanner" / "samples"
 def test_default_model_is_bundled_small_and_loads_with_no_arguments():
     assert DEFAULT_ENGINE.is_file()
     assert DEFAULT_ENGINE.stat().st_size < 12 * 2**20  # fp32: fp16 moved scores by up to 0.008
-    engine, path = open_engine(None, "cpu")
+    engine, path, choice = open_engine(None, RunSettings(device="cpu"), log=lambda m: None)
     assert path == DEFAULT_ENGINE and engine.config.arch == "mobilenetv2"
+    # fast by default: a compiled CPU engine, not eager torch (INT8 only behind its gate)
+    assert (choice.backend, choice.precision) == ("openvino", "fp32") and engine.name == "openvino"
     model, config, payload = load_checkpoint(DEFAULT_ENGINE)
     assert config.input_size == (224, 224) and config.crop_margin == 1.3
     assert payload["extra"]["settings"]["val_split"] == "Val"  # chosen on Val, not a test split
@@ -37,6 +42,43 @@ def test_default_model_scores_test_dev_as_the_readme_says(tmp_path):
     assert row["accuracy"] >= README_TEST_DEV_ACC - 0.01
 
 
+def test_default_run_builds_its_engine_once_and_reuses_it(tmp_path):
+    """No --engine: the bundled checkpoint becomes an OpenVINO engine in the cache, named in the
+    run's metadata; a second run reuses the same file; scores equal eager torch fp32 (1e-3)."""
+    import json
+    import os
+
+    import numpy as np
+
+    from _data import assert_scores_spread
+    from engines.files import read_settings
+
+    args = ["run", str(REALORFAKE / "Images" / "Test-Dev"), "--device", "cpu", "--quiet", "--no-report"]
+    first = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    meta = read_settings(tmp_path / "a" / "faces.parquet")
+    cached = meta["engine_file"]
+    assert meta["backend"] == "openvino" and meta["precision"] == "fp32" and "openvino" in meta["engine_choice"]
+    assert cached.startswith(os.environ["XDG_CACHE_HOME"]) and meta["engine"] == str(DEFAULT_ENGINE)
+    built = os.stat(cached).st_mtime_ns
+    second = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    assert read_settings(tmp_path / "b" / "faces.parquet")["engine_file"] == cached
+    assert os.stat(cached).st_mtime_ns == built  # reused, not rebuilt
+    eager = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "t"), "--backend", "torch"])
+    assert eager.exit_code == 0, eager.output
+    assert read_settings(tmp_path / "t" / "faces.parquet")["backend"] == "torch"
+    a = pq.read_table(tmp_path / "a" / "faces.parquet").column("score_fake").to_numpy()
+    t = pq.read_table(tmp_path / "t" / "faces.parquet").column("score_fake").to_numpy()
+    assert_scores_spread(t, floor=0.2)
+    assert len(a) == 110 and np.abs(a - t).max() < 1e-3
+    listing = CliRunner().invoke(main, ["engines", "--device", "cpu"])
+    assert listing.exit_code == 0 and "dfscan run would use: CPU: openvino fp32" in listing.output
+    assert cached in listing.output
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["duration_s"] > 0 and manifest["sessions"][-1]["faces_scanned"] == 110
+
+
 def test_dfscan_run_scans_the_shipped_samples(tmp_path):
     result = CliRunner().invoke(main, ["run", str(SAMPLES / "Images"), "--out", str(tmp_path),
                                        "--device", "cpu", "--quiet"])
@@ -44,4 +86,6 @@ def test_dfscan_run_scans_the_shipped_samples(tmp_path):
     faces = pq.read_table(tmp_path / "faces.parquet").to_pydict()
     assert len(faces["face_id"]) == 14 and set(faces["status"]) == {"ok"}
     assert faces["label"].count(1) == 3 and (tmp_path / "metrics.parquet").is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())  # the report comes with every run
+    assert (tmp_path / "report.html").is_file() and summary["faces"] == 14
     assert sum(f.stat().st_size for f in SAMPLES.rglob("*") if f.is_file()) < 2**20

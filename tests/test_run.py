@@ -18,7 +18,8 @@ from _data import MULTIFACE, REALORFAKE, assert_scores_spread, gradient_image, w
 
 
 def quiet_run(images, out, engine, annotations=None, **kw):
-    settings = RunSettings(batch_size=kw.pop("batch_size", 32), device="cpu", threshold=kw.pop("threshold", 0.5))
+    settings = RunSettings(batch_size=kw.pop("batch_size", 32), device="cpu", threshold=kw.pop("threshold", 0.5),
+                           backend=kw.pop("backend", None))
     return run_job(images, out, engine, annotations, settings, progress=False, log=lambda m: None, **kw)
 
 
@@ -53,7 +54,7 @@ def test_test_dev_rows_schema_metadata_and_metrics(engines_dir, tmp_path):
 
 def test_torch_and_onnx_engines_agree_on_test_dev(engines_dir, tmp_path):
     quiet_run(REALORFAKE / "Images" / "Test-Dev", tmp_path / "onnx", engines_dir / "m.onnx")
-    quiet_run(REALORFAKE / "Images" / "Test-Dev", tmp_path / "torch", engines_dir / "m.pt")
+    quiet_run(REALORFAKE / "Images" / "Test-Dev", tmp_path / "torch", engines_dir / "m.pt", backend="torch")
     a = pq.read_table(tmp_path / "onnx" / "faces.parquet").column("score_fake").to_numpy()
     b = pq.read_table(tmp_path / "torch" / "faces.parquet").column("score_fake").to_numpy()
     assert len(a) == 110 and np.abs(a - b).max() < 1e-3
@@ -80,7 +81,7 @@ def test_scores_equal_an_independent_computation(tmp_path):
     ids = {a["image_id"] for a in anns}
     images = [{"id": i["id"], "file_name": str(REALORFAKE / i["file_name"])} for i in coco["images"] if i["id"] in ids]
     ann = write_coco(tmp_path / "twelve_poly.json", images, anns)
-    quiet_run(tmp_path, tmp_path / "a", DEFAULT_ENGINE, ann, allow_outside=True)
+    quiet_run(tmp_path, tmp_path / "a", DEFAULT_ENGINE, ann, allow_outside=True, backend="torch")
     rows = pq.read_table(tmp_path / "a" / "faces.parquet").to_pylist()
     model, config, _ = load_checkpoint(DEFAULT_ENGINE)
     crops = np.stack([reference_crop(REALORFAKE / "Images" / "Test-Dev" / Path(r["file"]).name,
@@ -96,7 +97,8 @@ def test_scores_equal_an_independent_computation(tmp_path):
     assert np.abs(got - expected).max() < 0.02
     # the threshold's side: a face scored exactly at the threshold is Fake
     k = int(np.argsort(got)[len(got) // 2])
-    quiet_run(tmp_path, tmp_path / "b", DEFAULT_ENGINE, ann, allow_outside=True, threshold=float(got[k]))
+    quiet_run(tmp_path, tmp_path / "b", DEFAULT_ENGINE, ann, allow_outside=True, threshold=float(got[k]),
+              backend="torch")
     preds = pq.read_table(tmp_path / "b" / "faces.parquet").column("pred").to_pylist()
     assert preds == [int(s >= np.float32(got[k])) for s in got] and preds[k] == 1 and 0 < sum(preds) < 12
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from scanner.cli.options import engine_options
 from scanner.detect.detectors import list_detectors
 
 
@@ -17,14 +18,32 @@ def models():
                    f"{c.pretrained_hint or ''}")
 
 @click.command()
-def engines():
-    """List the engine backends and whether this machine can run each."""
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint or engine file to choose for. Default: the bundled model.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@engine_options
+def engines(engine_path, device, engine_settings):
+    """List the engine backends, whether this machine can run each, and which engine 'dfscan run'
+    would use for ENGINE here and why (building and caching it if it is not cached yet).
+
+    Example: dfscan engines --calib-data data/realorfake/Images/Train --gate-data data/realorfake/Images/Val
+    """
     from engines.backends import list_backends
+    from scanner.run.engine import choose
+    from scanner.run.job import resolve_device
+    from scanner.settings import RunSettings
 
     for entry in list_backends():
         ok, why = entry.available()
-        click.echo(f"{entry.name:6s} {'/'.join(entry.suffixes):14s} {'yes' if ok else 'no ':3s}  "
+        click.echo(f"{entry.name:8s} {'/'.join(entry.suffixes):14s} {'yes' if ok else 'no ':3s}  "
                    f"{entry.description}: {why}")
+    settings = RunSettings(device=resolve_device(device), **engine_settings)
+    choice = choose(engine_path, settings, log=lambda m: click.echo(m, err=True))
+    click.echo(f"dfscan run would use: {choice.reason}\n  {choice.path}")
+    gate = ((choice.record or {}).get("build") or {}).get("gate")
+    if gate:
+        click.echo("  INT8 accuracy gate: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                                     for k, v in gate.items()))
 
 
 @click.command()

@@ -45,3 +45,34 @@ def detect_options(func):
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def engine_options(func):
+    """``--backend``, ``--precision``, ``--cache-dir``, ``--calib-data``, ``--gate-data``: how a
+    checkpoint becomes an engine (``scanner.run.engine``); the command receives them as one
+    ``engine_settings`` dict of RunSettings fields."""
+    options = [
+        click.option("--backend", type=click.Choice(["openvino", "onnx", "torch", "trt"]), default=None,
+                     help="Engine runtime for a .pt checkpoint. Default: the fastest this machine has "
+                          "('dfscan engines' says which and why)."),
+        click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
+                     help="Default: fp16 on a GPU; on a CPU INT8 where it passed the accuracy gate "
+                          "(needs --calib-data and --gate-data), else fp32."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Where built engines are kept. Default: $XDG_CACHE_HOME/dfscan/engines."),
+        click.option("--calib-data", type=click.Path(file_okay=False, exists=True), default=None,
+                     help="Images (annotations found as for 'run') whose faces calibrate an INT8 engine."),
+        click.option("--gate-data", type=click.Path(file_okay=False, exists=True), default=None,
+                     help="Labelled images (e.g. a Val split) on which INT8 must keep the fp32 ROC-AUC "
+                          "within 0.005 to be used by default."),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args, backend, precision, cache_dir, calib_data, gate_data, **kwargs):
+        return func(*args, engine_settings={"backend": backend, "precision": precision, "cache_dir": cache_dir,
+                                            "calib_data": calib_data, "gate_data": gate_data}, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+

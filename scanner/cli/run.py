@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from scanner.cli.options import detect_options
+from scanner.cli.options import detect_options, engine_options
 from scanner.errors import DfscanError
 
 
@@ -38,6 +38,7 @@ def sigterm_as_interrupt():
 @click.option("--part-rows", default=4096, show_default=True,
               help="Rows per part file: a killed run loses at most this many faces (or 30 s of work).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-report", is_flag=True, help="Skip OUT/report.html and OUT/summary.json.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Scan on a Ray cluster (pip install 'dfscan[ray]'): shards of whole images, one DALI "
                    "pipeline and engine per worker; same output as a run here.")
@@ -52,10 +53,15 @@ def sigterm_as_interrupt():
 @click.option("--shard-images", type=click.IntRange(min=1), default=None,
               help="--ray: images per shard, the unit a worker scans and a crash re-runs. Default: 256.")
 @detect_options
+@engine_options
 def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
-        max_pixels, allow_outside_paths, part_rows, quiet, use_ray, ray_address, workers, gpus_per_worker,
-        shard_images, detect):
-    """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist).
+        max_pixels, allow_outside_paths, part_rows, quiet, no_report, use_ray, ray_address, workers,
+        gpus_per_worker, shard_images, detect, engine_settings):
+    """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist), then
+    OUT/report.html and OUT/summary.json.
+
+    Without --engine, or with a .pt checkpoint, the run uses the fastest engine this machine has
+    for it, built once and cached; an .onnx, .xml or .plan file is used as given.
 
     Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
 
@@ -70,11 +76,18 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
         raise DfscanError("--resume and --overwrite contradict each other; pick one")
     ray_opts = _ray_options(use_ray, ray_address, workers, gpus_per_worker, shard_images)
     sigterm_as_interrupt()
-    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels)
+    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels,
+                           **engine_settings)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
                       resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,
-                      log=lambda m: click.echo(m, err=True), ray=ray_opts, detect=detect)
+                      log=log, ray=ray_opts, detect=detect)
     click.echo(summary.line())
+    if not no_report:
+        from scanner.report import write_report
+
+        html, summary_json = write_report(out_dir, log=log, progress=not quiet)
+        click.echo(f"report: {html} (summary for schedulers: {summary_json})")
 
 def _ray_options(use_ray, address, workers, gpus_per_worker, shard_images):
     """RayOptions for --ray (importing Ray only then), or None; the --ray options alone are an error."""

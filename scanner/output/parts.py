@@ -26,9 +26,10 @@ from scanner.output.schema import FACES_SCHEMA
 
 MANIFEST = "manifest.json"
 PARTS = "parts"
-OUR_FILES = (MANIFEST, PARTS, "faces.parquet", "metrics.parquet", "detections_poly.json")
+OUR_FILES = (MANIFEST, PARTS, "faces.parquet", "metrics.parquet", "detections_poly.json", "report.html",
+             "summary.json")
 # settings that change the rows: a resume with different ones would mix two runs
-MUST_MATCH = ("engine", "arch", "input_size", "crop_margin", "threshold", "images", "annotations",
+MUST_MATCH = ("engine", "backend", "precision", "arch", "input_size", "crop_margin", "threshold", "images", "annotations",
               "detector", "det_margin", "det_max_side", "det_min_face", "det_min_score")
 
 
@@ -112,11 +113,14 @@ class RunOutput:
         self._save_manifest()
         self.buffer, self.buffered = [], 0
 
-    def record_session(self, images: int, faces_scanned: int, interrupted: bool):
+    def record_session(self, images: int, faces_scanned: int, interrupted: bool, seconds: float):
         """Record in the manifest what this call of ``dfscan run`` scanned: a resumed run's entry
         shows that it scanned only what the earlier ones had left."""
         self.manifest.setdefault("sessions", []).append(
-            {"images_to_scan": images, "faces_scanned": faces_scanned, "interrupted": interrupted})
+            {"images_to_scan": images, "faces_scanned": faces_scanned, "interrupted": interrupted,
+             "seconds": round(seconds, 3)})
+        # the wall time of the whole job, interrupted sessions included (report.html, summary.json)
+        self.manifest["duration_s"] = round(sum(s["seconds"] for s in self.manifest["sessions"]), 3)
         self._save_manifest()
 
     def _save_manifest(self):

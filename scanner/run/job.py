@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from engines.checkpoint import DEFAULT_CHECKPOINT
 from engines.files import versions, write_table
 from scanner.catalog import load_catalog
 from scanner.detect import detect as detection
 from scanner.errors import DfscanError, RunInterrupted
 from scanner.output.metrics import METRICS_SCHEMA, metrics_table
 from scanner.output.parts import RunOutput
+from scanner.run.engine import DEFAULT_ENGINE, budget_threads, open_engine
 from scanner.run.scan import scan
 from scanner.settings import RunSettings
 
-DEFAULT_ENGINE = DEFAULT_CHECKPOINT  # the bundled model, used without --engine
 
 
 @dataclass
@@ -63,20 +62,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def open_engine(engine_path, device: str):
-    from engines.backends import load_engine
-
-    if engine_path is None:
-        if not DEFAULT_ENGINE.is_file():
-            raise DfscanError("no --engine given and no default model is installed; pass --engine FILE "
-                              "(.plan, .onnx or .pt; 'dfscan export --arch mobilenetv2' makes an untrained one)")
-        engine_path = DEFAULT_ENGINE
-    return load_engine(engine_path, device="cuda" if device == "gpu" else "cpu"), Path(engine_path)
-
-
-def run_meta(engine, engine_path, settings: RunSettings, images, catalog) -> dict:
+def run_meta(engine, engine_path, settings: RunSettings, images, catalog, choice=None) -> dict:
     """The settings and versions that go into the manifest and every Parquet file."""
-    return {"engine": str(Path(engine_path).resolve()), "backend": engine.name, "arch": engine.config.arch,
+    chosen = {} if choice is None else {"engine_file": str(choice.path), "precision": choice.precision,
+                                        "engine_choice": choice.reason}
+    return {"engine": str(Path(engine_path).resolve()), **chosen, "backend": engine.name, "arch": engine.config.arch,
             "input_size": list(engine.config.input_size), "crop_margin": engine.config.crop_margin,
             "threshold": settings.threshold, "device": settings.device, "batch_size": settings.batch_size,
             "max_pixels": settings.max_pixels, "images": str(Path(images).resolve()),
@@ -86,16 +76,17 @@ def run_meta(engine, engine_path, settings: RunSettings, images, catalog) -> dic
 
 @contextlib.contextmanager
 def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=print):
-    """Yields ``(engine, engine_path, scan_todo)``: this process's engine and ``scan``, or with
+    """Yields ``(engine, engine_path, choice, scan_todo)``: this process's engine and ``scan``, or with
     ``ray`` (a ``scanner.run.distributed.RayOptions``) a pool of Ray workers, stopped on exit."""
     if ray is None:
-        engine, engine_path = open_engine(engine_path, settings.device)
-        yield engine, engine_path, functools.partial(scan, catalog, engine, settings)
+        engine, engine_path, choice = open_engine(engine_path, settings, log)
+        settings.num_threads = budget_threads(settings)[0]
+        yield engine, engine_path, choice, functools.partial(scan, catalog, engine, settings)
         return
     from scanner.run.distributed import RayScanner
 
     with RayScanner(engine_path or DEFAULT_ENGINE, settings, ray, log) as pool:
-        yield pool.engine, pool.engine_path, functools.partial(pool.scan, catalog)
+        yield pool.engine, pool.engine_path, None, functools.partial(pool.scan, catalog)
 
 
 def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSettings | None = None,
@@ -118,8 +109,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         catalog, save_detections = detection.catalog_for_run(catalog, images, out_dir, detect, resume=resume,
                                                              overwrite=overwrite, progress=progress, log=log)
         log(catalog.summary())
-    with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, scan_todo):
-        meta = run_meta(engine, engine_path, settings, images, catalog)
+    with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, choice, scan_todo):
+        meta = run_meta(engine, engine_path, settings, images, catalog, choice)
         meta.update(detect.meta() if detecting else {})
         output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
         if save_detections is not None:
@@ -143,7 +134,7 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
                 output.add(table)
                 scanned += table.num_rows
         except KeyboardInterrupt:
-            output.record_session(images=len(todo), faces_scanned=scanned, interrupted=True)
+            output.record_session(len(todo), scanned, True, time.perf_counter() - start)
             output.flush()
             bar.close()
             saved = len(output.done_face_ids())
@@ -152,7 +143,7 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         bar.close()
     faces_path = output.dir / "faces.parquet"
     if not output.complete:
-        output.record_session(images=len(todo), faces_scanned=scanned, interrupted=False)
+        output.record_session(len(todo), scanned, False, time.perf_counter() - start)
         faces_path = output.finish({f: n for n, f in enumerate(catalog.faces)})
     seconds = time.perf_counter() - start
     faces = pq.read_table(faces_path)
