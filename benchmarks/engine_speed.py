@@ -30,18 +30,9 @@ from engines.backends import load_engine  # noqa: E402
 from engines.checkpoint import load_checkpoint  # noqa: E402
 from engines.export import export_onnx  # noqa: E402
 from engines.quantize import quantize_onnx  # noqa: E402
+from scanner.bench.probe import cpu_model  # noqa: E402
 
 CHECKPOINT = ROOT / "engines" / "default" / "mobilenetv2.pt"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def versions() -> str:
@@ -99,7 +90,7 @@ def main(argv=None) -> None:
                 rates[name].append(faces_per_second(engine, x, args.batches))
 
     print(f"# engine-only CPU speed, MobileNetV2 {args.size} px, batch {args.batch}")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.platform()}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.platform()}")
     print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"versions: {versions()}")
     print(f"threads: {args.threads or 'runtime default'}; {args.rounds} rounds × {args.batches} batches, "
