@@ -90,3 +90,39 @@ def test_bad_data_is_a_one_line_error(int8, tmp_path):
     xv, _ = crops("Val", config, limit=8)
     with pytest.raises(DfscanError, match="one class"):
         accuracy_gate(e32, e32, [(xv, np.zeros(len(xv)))], [xv])
+
+
+def test_cli_exports_int8_for_both_runtimes_calibrated_by_the_scan_pipeline(tmp_path):
+    """dfscan export --int8 --calib-data: the scan's own crops calibrate; the ONNX and the IR load
+    in their runtimes, are marked INT8 and rank Val faces like the fp32 model."""
+    from click.testing import CliRunner
+
+    from _data import REALORFAKE
+    from scanner.cli import main
+    from scanner.run.training import face_batches
+
+    import torch
+
+    from engines.checkpoint import save_checkpoint
+
+    model, config, _ = load_checkpoint(DEFAULT, input_size=(64, 64))
+    ckpt = save_checkpoint(tmp_path / "m64.pt", model, config)
+    val = REALORFAKE / "Images" / "Val"
+    for fmt, out, backend in (("onnx", tmp_path / "q.onnx", "onnx"), ("openvino", tmp_path / "q.xml", "openvino")):
+        res = CliRunner().invoke(main, ["export", str(ckpt), "--format", fmt, "--int8", "--calib-data", str(val),
+                                        "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        engine = load_engine(out, "cpu", backend)
+        x, labels = zip(*face_batches(val, with_labels=True)(config))
+        x = np.concatenate(x)
+        with torch.inference_mode():
+            ref = scores(model.eval()(torch.from_numpy(x)).numpy())
+        got = scores(engine.infer(x))
+        assert ref.std() > MIN_SPREAD and len(got) == 80
+        assert np.corrcoef(np.argsort(np.argsort(got)), np.argsort(np.argsort(ref)))[0, 1] > 0.9
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert meta[PRECISION_KEY] == "int8"
+    res = CliRunner().invoke(main, ["export", str(ckpt), "--format", "onnx", "--int8", "--out", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 1 and "--calib-data" in res.output and "Traceback" not in res.output

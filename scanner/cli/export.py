@@ -1,4 +1,5 @@
-"""``dfscan export``: a checkpoint (or a fresh architecture) as a .pt, .onnx or TensorRT plan."""
+"""``dfscan export``: a checkpoint (or a fresh architecture) as a .pt, .onnx, OpenVINO IR or
+TensorRT plan; INT8 calibrated on face crops made by the scan's own pipeline."""
 from __future__ import annotations
 
 import click
@@ -9,14 +10,16 @@ from scanner.errors import DfscanError
 @click.command()
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, exists=True))
 @click.option("--arch", default=None, help="Export an untrained, seeded model of this architecture.")
-@click.option("--format", "fmt", type=click.Choice(["pt", "onnx", "plan"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["pt", "onnx", "openvino", "plan"]), default="onnx",
+              show_default=True, help="openvino: an IR .xml (+ .bin beside it).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Engine file to write.")
 @click.option("--res", type=int, default=None, help="Input resolution (default: the model's own).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --arch weights.")
 @click.option("--fp16/--fp32", default=True, show_default=True, help="plan: half precision where the GPU has it.")
-@click.option("--int8", is_flag=True, help="plan: INT8 calibrated on face crops from --calib-data.")
+@click.option("--int8", is_flag=True, help="onnx, openvino, plan: INT8 calibrated on face crops from --calib-data "
+                                         "(static QDQ for ONNX Runtime and OpenVINO).")
 @click.option("--calib-data", type=click.Path(file_okay=False, exists=True), default=None,
-              help="plan --int8: an images folder (annotations found as for 'run').")
+              help="--int8: an images folder (annotations found as for 'run').")
 @click.option("--max-batch", type=int, default=128, show_default=True, help="plan: largest batch.")
 def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, max_batch):
     """Export CHECKPOINT (or a fresh --arch model) as an engine file.
@@ -27,8 +30,14 @@ def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, max_ba
     from engines.export import model_from_source
 
     model, config = model_from_source(checkpoint, arch, seed, (res, res) if res else None)
+    if int8 and calib_data is None:
+        raise DfscanError("--int8 needs --calib-data IMAGES (a folder of representative faces)")
+    if int8 and fmt == "pt":
+        raise DfscanError("--int8: a .pt checkpoint stays fp32; export --format onnx, openvino or plan")
     if fmt == "plan":
         path = _export_plan(model, config, out, fp16, int8, calib_data, max_batch)
+    elif int8:
+        path = _export_int8(model, config, fmt, out, calib_data)
     else:
         path = do_export(model, config, fmt, out)
     click.echo(f"wrote {path} ({config.arch}, {config.input_size[0]}x{config.input_size[1]})")
@@ -41,18 +50,26 @@ def _export_plan(model, config, out, fp16, int8, calib_data, max_batch):
     from engines.export import export_onnx
     from engines.trt_build import build_plan
 
-    calib = None
-    if int8:
-        if calib_data is None:
-            raise DfscanError("--int8 needs --calib-data IMAGES (a folder of representative faces)")
-        from scanner.catalog import load_catalog
-        from scanner.pipeline.cropper import iter_crops
-        from scanner.settings import RunSettings
+    from scanner.run.training import face_batches
 
-        catalog = load_catalog(calib_data)
-        settings = RunSettings(batch_size=min(32, max_batch))
-        calib = (crops for batch in iter_crops(catalog, config, settings) for _, crops in batch.pieces)
+    calib = face_batches(calib_data, batch_size=min(32, max_batch))(config) if int8 else None
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, config, Path(tmp) / "model.onnx")
         return build_plan(onnx_path, out, fp16=fp16, int8=int8, calib_batches=calib,
                           max_batch=max_batch, opt_batch=min(32, max_batch))
+
+
+def _export_int8(model, config, fmt, out, calib_data):
+    """A static QDQ INT8 ONNX (ONNX Runtime), converted to IR for OpenVINO, which reads QDQ."""
+    import tempfile
+    from pathlib import Path
+
+    from engines.export import export_onnx, onnx_to_openvino
+    from engines.quantize import quantize_onnx
+    from scanner.run.training import face_batches
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx")
+        if fmt == "onnx":
+            return quantize_onnx(fp32, out, face_batches(calib_data)(config))
+        return onnx_to_openvino(quantize_onnx(fp32, Path(tmp) / "int8.onnx", face_batches(calib_data)(config)), out)

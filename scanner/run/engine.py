@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engines.checkpoint import DEFAULT_CHECKPOINT
 from scanner.errors import DfscanError
+from scanner.run.training import face_batches
 from scanner.settings import RunSettings
 
 DEFAULT_ENGINE = DEFAULT_CHECKPOINT  # the bundled model, used without --engine
@@ -25,25 +26,6 @@ def budget_threads(settings: RunSettings) -> tuple[int, int | None]:
     if settings.device == "gpu":  # the GPU decodes and infers; the CPU only feeds it
         return settings.num_threads or cores, None
     return settings.num_threads or max(1, cores // 4), settings.engine_threads or cores
-
-
-def _labelled_batches(images, with_labels: bool):
-    """``data(config)`` → fresh iterator of normalised crops from IMAGES (with their labels)."""
-    def data(config):
-        from scanner.catalog import load_catalog
-        from scanner.pipeline.cropper import iter_crops
-
-        catalog = load_catalog(images)
-        for batch in iter_crops(catalog, config, RunSettings(batch_size=32)):
-            for face_ids, crops in batch.pieces:
-                if not with_labels:
-                    yield crops
-                    continue
-                keep = [n for n, f in enumerate(face_ids) if catalog.faces[f].label is not None]
-                if keep:
-                    yield crops[keep], [catalog.faces[face_ids[n]].label for n in keep]
-
-    return data
 
 
 def choose(engine_path, settings: RunSettings, log=print):
@@ -62,10 +44,10 @@ def choose(engine_path, settings: RunSettings, log=print):
     calibration = validation = None
     tag = []
     if settings.calib_data:
-        calibration = _labelled_batches(settings.calib_data, with_labels=False)
+        calibration = face_batches(settings.calib_data, with_labels=False)
         tag.append(f"calib={Path(settings.calib_data).resolve()}")
     if settings.gate_data:
-        validation = _labelled_batches(settings.gate_data, with_labels=True)
+        validation = face_batches(settings.gate_data, with_labels=True)
         tag.append(f"gate={Path(settings.gate_data).resolve()}")
     _, engine_threads = budget_threads(settings)
     return choose_engine(engine_path, settings.device, settings.backend, settings.precision,

@@ -54,3 +54,21 @@ def split_crops(root, split: str, config, batch_size: int = 64, limit: int | Non
         log(f"{split}: face {r.face_id} skipped ({r.status}: {r.error})")
     if not yielded:
         raise DfscanError(f"{annotations}: no labelled face could be cropped (category_id 0 or 1)")
+
+
+def face_batches(images, with_labels: bool = False, batch_size: int = 32):
+    """``data(config)`` → a fresh iterator of the scan pipeline's normalised crops of the faces in
+    IMAGES (annotations found as for ``dfscan run``), as ``(crops, labels)`` of the labelled faces
+    with ``with_labels``: calibration and accuracy-gate data for INT8 engines."""
+    def data(config):
+        catalog = load_catalog(images)
+        for batch in iter_crops(catalog, config, RunSettings(batch_size=batch_size)):
+            for face_ids, crops in batch.pieces:
+                if not with_labels:
+                    yield crops
+                    continue
+                keep = [n for n, f in enumerate(face_ids) if catalog.faces[f].label is not None]
+                if keep:
+                    yield crops[keep], [catalog.faces[face_ids[n]].label for n in keep]
+
+    return data
