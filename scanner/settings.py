@@ -14,3 +14,6 @@ class RunSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     num_threads: int | None = None
     queue_depth: int = 2
+    # read, check and decode in a supervised child process (CPU only), so an image that crashes
+    # the decoder costs its own faces ('decoder_crashed'), not the run
+    isolate_decoder: bool = True
