@@ -38,6 +38,11 @@ def sigterm_as_interrupt():
 @click.option("--part-rows", default=4096, show_default=True,
               help="Rows per part file: a killed run loses at most this many faces (or 30 s of work).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-isolate", is_flag=True,
+              help="Decode in this process instead of a supervised child process (CPU). Without the "
+                   "child, an image that crashes the decoder stops the run (its faces would get "
+                   "'decoder_crashed'); use it to see such a crash (a core dump, a debugger) or where "
+                   "a child process cannot start. GPU runs always decode in-process.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Scan on a Ray cluster (pip install 'dfscan[ray]'): shards of whole images, one DALI "
                    "pipeline and engine per worker; same output as a run here.")
@@ -53,8 +58,8 @@ def sigterm_as_interrupt():
               help="--ray: images per shard, the unit a worker scans and a crash re-runs. Default: 256.")
 @detect_options
 def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
-        max_pixels, allow_outside_paths, part_rows, quiet, use_ray, ray_address, workers, gpus_per_worker,
-        shard_images, detect):
+        max_pixels, allow_outside_paths, part_rows, quiet, no_isolate, use_ray, ray_address, workers,
+        gpus_per_worker, shard_images, detect):
     """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist).
 
     Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
@@ -70,7 +75,8 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
         raise DfscanError("--resume and --overwrite contradict each other; pick one")
     ray_opts = _ray_options(use_ray, ray_address, workers, gpus_per_worker, shard_images)
     sigterm_as_interrupt()
-    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels)
+    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels,
+                           isolate_decoder=not no_isolate)
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
                       resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,
                       log=lambda m: click.echo(m, err=True), ray=ray_opts, detect=detect)
