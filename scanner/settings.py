@@ -21,3 +21,6 @@ class RunSettings:
     engine_threads: int | None = None  # None: every core (CPU engines)
     calib_data: str | None = None  # images whose crops calibrate an INT8 engine
     gate_data: str | None = None  # labelled images the INT8 engine must score as well as fp32
+    # read, check and decode in a supervised child process (CPU only), so an image that crashes
+    # the decoder costs its own faces ('decoder_crashed'), not the run
+    isolate_decoder: bool = True

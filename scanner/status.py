@@ -37,6 +37,7 @@ PATH_REFUSED = "path_refused"
 
 UNKNOWN_IMAGE = "unknown_image"
 WORKER_CRASHED = "worker_crashed"
+DECODER_CRASHED = "decoder_crashed"  # the image killed the decoding process (a signal) each time it was read
 
 
 class FaceError(Exception):

@@ -39,6 +39,11 @@ def sigterm_as_interrupt():
               help="Rows per part file: a killed run loses at most this many faces (or 30 s of work).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-report", is_flag=True, help="Skip OUT/report.html and OUT/summary.json.")
+@click.option("--no-isolate", is_flag=True,
+              help="Decode in this process instead of a supervised child process (CPU). Without the "
+                   "child, an image that crashes the decoder stops the run (its faces would get "
+                   "'decoder_crashed'); use it to see such a crash (a core dump, a debugger) or where "
+                   "a child process cannot start. GPU runs always decode in-process.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Scan on a Ray cluster (pip install 'dfscan[ray]'): shards of whole images, one DALI "
                    "pipeline and engine per worker; same output as a run here.")
@@ -55,7 +60,7 @@ def sigterm_as_interrupt():
 @detect_options
 @engine_options
 def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
-        max_pixels, allow_outside_paths, part_rows, quiet, no_report, use_ray, ray_address, workers,
+        max_pixels, allow_outside_paths, part_rows, quiet, no_report, no_isolate, use_ray, ray_address, workers,
         gpus_per_worker, shard_images, detect, engine_settings):
     """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist), then
     OUT/report.html and OUT/summary.json.
@@ -77,7 +82,7 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
     ray_opts = _ray_options(use_ray, ray_address, workers, gpus_per_worker, shard_images)
     sigterm_as_interrupt()
     settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, max_pixels=max_pixels,
-                           **engine_settings)
+                           isolate_decoder=not no_isolate, **engine_settings)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
                       resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,

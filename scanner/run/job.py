@@ -112,6 +112,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, choice, scan_todo):
         meta = run_meta(engine, engine_path, settings, images, catalog, choice)
         meta.update(detect.meta() if detecting else {})
+        # decoding in a supervised child process (scanner.pipeline.isolation): CPU runs here only
+        meta["isolate_decoder"] = ray is None and settings.isolate_decoder and settings.device == "cpu"
         output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
         if save_detections is not None:
             save_detections()

@@ -15,13 +15,24 @@ def softmax_fake(logits: np.ndarray) -> np.ndarray:
     e = np.exp(z)
     return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
 
+def crop_batches(catalog: Catalog, config, settings: RunSettings, image_ids=None, cropper=None):
+    """Cropped batches: decoded in a supervised child process on the CPU (``isolate_decoder``),
+    else in this process; a caller with its own ``cropper`` (a Ray worker, isolated by Ray) and
+    GPU runs (CUDA crops stay in their process) decode here."""
+    if cropper is None and settings.isolate_decoder and settings.device == "cpu":
+        from scanner.pipeline.isolation import isolated_crops
+
+        return isolated_crops(catalog, config, settings, image_ids)
+    return iter_crops(catalog, config, settings, image_ids, cropper)
+
+
 def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_faces=None, cropper=None):
     """Scan the catalog; yields one pyarrow Table of result rows per batch, in catalog order.
 
     ``on_faces(n)`` is called with the number of faces each batch accounts for (progress bars).
     """
     order = {f: n for n, f in enumerate(catalog.faces)}
-    for cropped in iter_crops(catalog, engine.config, settings, image_ids, cropper):
+    for cropped in crop_batches(catalog, engine.config, settings, image_ids, cropper):
         results: dict[int, tuple] = {}
         for face_ids, crops in cropped.pieces:
             scores = softmax_fake(engine.infer(crops))
