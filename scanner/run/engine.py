@@ -34,7 +34,7 @@ def _labelled_batches(images, with_labels: bool):
         from scanner.pipeline.cropper import iter_crops
 
         catalog = load_catalog(images)
-        for batch in iter_crops(catalog, config, RunSettings(batch_size=32)):
+        for batch in iter_crops(catalog, config, RunSettings(batch_size=32).fitted(config.input_size)):
             for face_ids, crops in batch.pieces:
                 if not with_labels:
                     yield crops
