@@ -1,8 +1,8 @@
 """The standard CPU sweep: dfscan against PIL + eager torch, written to benchmarks/results/.
 
 1. realorfake Test-Dev (110 labelled faces, one per 512x512 image) at 32..1024 (powers of two plus
-   the model's native size); batch 64 up to 512 px, 16 at 1024 px (eager torch would need >10 GB
-   for 64 faces at 1024 px).
+   the model's native size); --batch-size 64, lowered by the pixel budget above 224 px
+   (scanner.settings.batch_for: 49 at 256, 12 at 512, 3 at 1024) so memory stays bounded.
 2. a synthetic multi-face set (default 300 mixed-size JPEGs, 1-8 faces each) at the native size.
 
 Writes ``benchmarks/results/<machine>-<date>/``: bench.parquet (all rows), bench.png, RESULTS.md.
@@ -50,9 +50,7 @@ def _runs(args, source, tmp: Path):
     common = dict(device="cpu", backend="onnx", baseline=True, max_faces=args.max_faces)
     if REALORFAKE.is_dir():
         images = REALORFAKE / "Images" / "Test-Dev"
-        yield "realorfake/Test-Dev", images, BenchSettings(resolutions=args.res_low, batch_size=64, **common), {}
-        if args.res_high:
-            yield "realorfake/Test-Dev", images, BenchSettings(resolutions=args.res_high, batch_size=16, **common), {}
+        yield "realorfake/Test-Dev", images, BenchSettings(resolutions=args.res, batch_size=64, **common), {}
     else:
         print(f"skipping realorfake: {REALORFAKE} is absent", file=sys.stderr)
     n, lo, hi = args.synthetic_images, 1, 8
@@ -113,8 +111,7 @@ def results_md(table: pa.Table, meta: dict, started: str) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--res-low", default="32..512", help="realorfake resolutions at batch 64")
-    p.add_argument("--res-high", default="1024", help="realorfake resolutions at batch 16 ('' for none)")
+    p.add_argument("--res", default="32..1024", help="realorfake resolutions")
     p.add_argument("--synthetic-images", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-faces", type=int, default=None, help="quick runs: cap faces per dataset")

@@ -1,14 +1,30 @@
 """The settings of one scan, shared by the pipeline (batching, cropping) and the run loop."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from scanner.catalog.files import DEFAULT_MAX_PIXELS
 
+# Input pixels one batch of crops may hold (faces per batch × height × width): 64 faces at 224 px.
+# The engine's activations, the float crops in flight and DALI's buffers all grow with it, so a fixed
+# batch of 64 took 7.5 GB at 512 px and was killed at 1024 px (24 GB) on our 24 GiB machine.
+# benchmarks/batch_budget.py (bundled MobileNetV2, ONNX Runtime CPU, 2-core EPYC under load): peak
+# RSS ~0.8 GB + ~0.22 GB per M pixels (1.5 GB at 3.2 M, 3.6 GB at 8.4 M) at every size, while
+# faces/s hardly changed beyond ~1-3 M pixels (512 px: 6.2 faces/s at 12 faces, 6.1 at 32).
+BATCH_PIXELS = 64 * 224 * 224
+
+
+def batch_for(input_size, requested: int, budget: int = BATCH_PIXELS) -> int:
+    """Faces per batch for crops of ``input_size`` (``(h, w)`` or one side): ``requested``, lowered
+    so that a batch holds at most ``budget`` input pixels, and never below 1."""
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    return max(1, min(int(requested), int(budget) // max(1, int(h) * int(w))))
+
 
 @dataclass
 class RunSettings:
-    batch_size: int = 64
+    batch_size: int = 64  # requested faces per batch; ``fitted`` lowers it for large inputs
     device: str = "cpu"  # 'cpu' or 'gpu'
     threshold: float = 0.5
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -24,3 +40,21 @@ class RunSettings:
     # read, check and decode in a supervised child process (CPU only), so an image that crashes
     # the decoder costs its own faces ('decoder_crashed'), not the run
     isolate_decoder: bool = True
+    batch_pixels: int = BATCH_PIXELS
+
+    def fitted(self, input_size, log=None) -> RunSettings:
+        """These settings with ``batch_size`` within the pixel budget for ``input_size``; the
+        same object when nothing changes. ``log`` (a callable) hears one line when it is lowered."""
+        n = batch_for(input_size, self.batch_size, self.batch_pixels)
+        if n == self.batch_size:
+            return self
+        if log is not None:
+            log(batch_note(input_size, self.batch_size, n, self.batch_pixels))
+        return dataclasses.replace(self, batch_size=n)
+
+
+def batch_note(input_size, requested: int, used: int, budget: int = BATCH_PIXELS) -> str:
+    """The line that tells a user their batch size was lowered, and why."""
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    return (f"batch size {requested} -> {used} faces for {h}x{w} inputs: a batch holds at most "
+            f"{budget / 1e6:.1f} M input pixels (64 faces at 224 px), which bounds memory")

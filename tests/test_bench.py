@@ -217,3 +217,124 @@ def test_data_or_synthetic_is_required(tmp_path):
     result = CliRunner().invoke(main, ["bench", "--data", str(tmp_path), "--faces-per-image", "3",
                                        "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--faces-per-image shapes a --synthetic set" in result.output
+
+
+# --- memory bounded at every resolution; the limit beside the measurement -------------------------
+
+def test_batch_for_keeps_a_batch_within_the_pixel_budget():
+    from scanner.settings import BATCH_PIXELS, RunSettings, batch_for
+
+    assert BATCH_PIXELS == 64 * 224 * 224
+    assert batch_for(224, 64) == 64 and batch_for((224, 224), 16) == 16  # never raised
+    assert batch_for(32, 64) == 64
+    assert batch_for(256, 64) == 49 and batch_for(512, 64) == 12 and batch_for(1024, 64) == 3
+    assert batch_for((4096, 4096), 64) == 1  # at least one face
+    assert batch_for((100, 50), 10, budget=100 * 50 * 3) == 3
+    said = []
+    s = RunSettings(batch_size=64)
+    assert s.fitted(224, said.append) is s and not said
+    fitted = s.fitted(1024, said.append)
+    assert fitted.batch_size == 3 and s.batch_size == 64  # a copy: the caller's settings stay
+    assert len(said) == 1 and "64 -> 3" in said[0]
+
+
+class _Recorder:
+    """A real engine whose batch sizes are written down."""
+
+    def __init__(self, engine):
+        self.engine, self.sizes = engine, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def infer(self, batch):
+        self.sizes.append(len(batch))
+        return self.engine.infer(batch)
+
+
+@needs_data
+def test_run_lowers_the_batch_to_the_budget_and_says_so(tmp_path, checkpoint, mini_split):
+    from engines.backends import load_engine
+    from engines.export import export_onnx, model_from_source
+    from engines.files import read_settings
+    from scanner.catalog import load_catalog
+    from scanner.run.job import run_job
+    from scanner.run.scan import scan
+    from scanner.settings import RunSettings
+
+    onnx = export_onnx(*model_from_source(checkpoint), tmp_path / "m.onnx")  # input 64x64
+    budget = 64 * 64 * 3  # three faces per batch
+    images = mini_split / "Images" / "Mini"
+    engine = _Recorder(load_engine(onnx))
+    tables = list(scan(load_catalog(images), engine, RunSettings(batch_size=8, batch_pixels=budget)))
+    assert sum(t.num_rows for t in tables) == 12 and max(engine.sizes) == 3
+    said = []
+    summary = run_job(images, tmp_path / "run", onnx, settings=RunSettings(batch_size=8, batch_pixels=budget),
+                      progress=False, log=said.append)
+    assert [m for m in said if "batch size 8 -> 3" in m]
+    assert read_settings(summary.faces_path)["batch_size"] == 3
+
+
+@needs_data
+def test_limit_columns_and_batch_per_resolution(tmp_path, checkpoint, mini_split):
+    from engines.files import read_settings
+
+    result = CliRunner().invoke(main, ["bench", "--res", "32,256", "--engine", str(checkpoint), "--data",
+                                       str(mini_split), "--split", "Mini", "--max-faces", "6", "--batch-size",
+                                       "64", "--no-baseline", "--device", "cpu", "--quiet", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "batch size 64 -> 49 faces for 256x256" in result.output
+    table = pq.read_table(tmp_path / "bench.parquet")
+    _check_well_formed(table, tmp_path, [32, 256], with_baseline=False)
+    rows = {(r["res"], r["pipeline"]): r for r in table.to_pylist()}
+    assert rows[32, "dfscan"]["batch_size"] == 64 and rows[256, "dfscan"]["batch_size"] == 49
+    assert rows[256, "decode_only"]["batch_size"] == 49  # decode-only runs the scan's batches
+    for res in (32, 256):
+        d, c = rows[res, "dfscan"], rows[res, "decode_only"]
+        assert d["precision"] == "fp32" and d["engine_faces_per_s"] > 0
+        assert d["decode_faces_per_s"] == pytest.approx(c["images_per_s"] * c["faces"] / c["images"])
+        limit = 1 / (1 / d["decode_faces_per_s"] + 1 / d["engine_faces_per_s"])  # CPU: the stages add up
+        assert d["limit_faces_per_s"] == pytest.approx(limit)
+        assert d["efficiency"] == pytest.approx(d["faces_per_s"] / d["limit_faces_per_s"])
+        assert d["res_peak_rss_mb"] >= d["peak_rss_mb"] > 0 and c["res_peak_rss_mb"] == d["res_peak_rss_mb"]
+    assert "limit_faces_per_s" in read_settings(tmp_path / "bench.parquet")["limits"]
+
+
+def test_limit_formula():
+    from scanner.bench.bench import limit_faces_per_s
+
+    assert limit_faces_per_s(100.0, 100.0, "cpu") == pytest.approx(50.0)
+    assert limit_faces_per_s(100.0, 300.0, "gpu") == 100.0
+    assert math.isnan(limit_faces_per_s(math.nan, 10.0, "cpu")) and math.isnan(limit_faces_per_s(0.0, 10.0, "cpu"))
+
+
+@needs_data
+def test_each_resolution_is_saved_before_the_next_starts(tmp_path, checkpoint, mini_split):
+    """Killed the way the OOM killer kills (SIGKILL) during the second resolution, the sweep
+    leaves a whole bench.parquet with the first one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "scanner.cli", "bench", "--res", "32,1024", "--engine",
+                             str(checkpoint), "--data", str(mini_split), "--split", "Mini", "--max-faces", "6",
+                             "--no-baseline", "--device", "cpu", "--quiet", "--out", str(out)],
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "bench.parquet").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        still_running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        err = proc.communicate()[1].decode(errors="replace")
+    assert still_running, "the sweep ended before any bench.parquet appeared: " + err[-2000:]
+    table = pq.read_table(out / "bench.parquet")
+    assert {(r["res"], r["pipeline"]) for r in table.to_pylist()} == {(32, "dfscan"), (32, "decode_only")}
+    assert not [p.name for p in out.iterdir() if p.name != "bench.parquet" and p.suffix == ".parquet"]

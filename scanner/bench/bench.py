@@ -3,7 +3,11 @@
 For each resolution the model is exported at that input size, warmed up, then timed three ways
 on the same files: the dfscan scan (DALI decode once + crop in one graph, engine, Parquet), a
 DALI decode-only pass (the ceiling), and the baseline (PIL per face, DataLoader, eager torch;
-see ``scanner.bench.baseline``). One row per resolution × pipeline goes to ``bench.parquet``.
+see ``scanner.bench.baseline``). The engine is also timed alone on ready tensors, so the dfscan
+row carries its limit: what decode and engine alone allow (``limit_faces_per_s``) and how much of
+it the whole scan reaches (``efficiency``). Faces per batch follow the pixel budget
+(``scanner.settings.batch_for``), so memory stays bounded at every resolution. One row per
+resolution × pipeline goes to ``bench.parquet``, rewritten after each resolution.
 """
 from __future__ import annotations
 
@@ -138,30 +142,43 @@ def release_memory(device: str):
         torch.cuda.empty_cache()
 
 
+def limit_faces_per_s(decode_faces_per_s: float, engine_faces_per_s: float, device: str) -> float:
+    """The fastest a scan can go given its two stages alone. On a CPU decode and engine share the
+    cores, so their times per face add up; on a GPU they overlap, so the slower one bounds it."""
+    d, e = decode_faces_per_s, engine_faces_per_s
+    if not (d and e) or math.isnan(d) or math.isnan(e):
+        return math.nan
+    return min(d, e) if device == "gpu" else 1.0 / (1.0 / d + 1.0 / e)
+
+
 def bench_resolution(catalog, source, res: int, s: BenchSettings, device: str, tmp: Path,
-                     common: dict, meta: dict, step=lambda what: None) -> tuple[list[dict], str]:
+                     common: dict, meta: dict, step=lambda what: None, log=lambda m: None) -> tuple[list[dict], str]:
     """The rows (dfscan, decode_only[, baseline]) for one resolution, and a note (TensorRT)."""
     import numpy as np
 
     from scanner.bench.baseline import time_baseline
     from scanner.bench.engines import build_engine
     from scanner.bench.probe import ResourceProbe
-    from scanner.bench.timing import time_decode_only, time_producer, time_scan, warm_up
+    from scanner.bench.timing import time_decode_only, time_engine_only, time_producer, time_scan, warm_up
     from scanner.settings import RunSettings
 
-    engine, model, config, note = build_engine(source, res, s.backend, device, s.batch_size, tmp)
-    run = RunSettings(batch_size=s.batch_size, device=device, threshold=s.threshold, num_threads=s.num_threads)
-    base = {**common, "res": res, "backend": engine.name}
+    # faces per batch within the pixel budget, for every pipeline alike (memory bounded at any size)
+    run = RunSettings(batch_size=s.batch_size, device=device, threshold=s.threshold,
+                      num_threads=s.num_threads).fitted((res, res), log)
+    engine, model, config, note = build_engine(source, res, s.backend, device, run.batch_size, tmp)
+    base = {**common, "res": res, "backend": engine.name, "batch_size": run.batch_size}
     step(f"{res}px dfscan")
     warm_up(engine, catalog, run, tmp / "warm-up")
+    alone = time_engine_only(engine, run.batch_size, device)
     with ResourceProbe(device) as probe:
         scan = time_scan(catalog, engine, run, tmp / f"dfscan-{res}", meta)
     dfscan_scores = _scores(scan.faces)
     ok_images = {catalog.faces[f].image_id for f in dfscan_scores}
-    dfscan = {**base, "pipeline": "dfscan", **_rates(len(ok_images), len(dfscan_scores), scan.total_s),
+    dfscan = {**base, "pipeline": "dfscan", "precision": "fp32",
+              **_rates(len(ok_images), len(dfscan_scores), scan.total_s),
               **_latency(scan.batch_s), "infer_s": scan.infer_s, "write_s": scan.write_s,
               "wait_s": scan.total_s - scan.infer_s - scan.write_s, **probe.fields(),
-              **time_producer(catalog, config, run)}
+              "engine_faces_per_s": alone["engine_faces_per_s"], **time_producer(catalog, config, run)}
     if scan.metrics is not None:
         dfscan.update(accuracy=scan.metrics["accuracy"], roc_auc=scan.metrics["roc_auc"])
     del engine, scan  # the engine's arena would otherwise count in the next pipelines' peak memory
@@ -170,25 +187,30 @@ def bench_resolution(catalog, source, res: int, s: BenchSettings, device: str, t
     with ResourceProbe(device) as probe:
         dec = time_decode_only(catalog, config, run, ok_images)
     n_faces = sum(len(catalog.images[i].face_ids) for i in ok_images)
-    rows = [dfscan, {**base, "pipeline": "decode_only", "backend": None,
-                     **_rates(dec["images"], n_faces, dec["decode_s"]),
-                     "faces_per_s": None, "decode_s": dec["decode_s"], **_latency(dec["batch_s"]),
-                     **probe.fields()}]
+    decode = {**base, "pipeline": "decode_only", "backend": None, "precision": None,
+              **_rates(dec["images"], n_faces, dec["decode_s"]),
+              "faces_per_s": None, "decode_s": dec["decode_s"], **_latency(dec["batch_s"]), **probe.fields()}
+    # the decode ceiling in faces: images/s × faces per image of the images decoded
+    dfscan["decode_faces_per_s"] = decode["images_per_s"] * n_faces / dec["images"] if dec["images"] else math.nan
+    dfscan["limit_faces_per_s"] = limit_faces_per_s(dfscan["decode_faces_per_s"], dfscan["engine_faces_per_s"], device)
+    dfscan["efficiency"] = dfscan["faces_per_s"] / dfscan["limit_faces_per_s"]
+    rows = [dfscan, decode]
     if s.baseline:
         step(f"{res}px baseline")
         face_ids = [f for f in catalog.faces if f in dfscan_scores]
         with ResourceProbe(device) as probe:
-            bl = time_baseline(catalog, face_ids, model, config, s.batch_size, device,
+            bl = time_baseline(catalog, face_ids, model, config, run.batch_size, device,
                                tmp / f"baseline-{res}", meta, s.threshold, s.baseline_workers)
         bl_scores = _scores(bl.faces)
         diffs = [abs(bl_scores[f][0] - dfscan_scores[f][0]) for f in bl_scores if f in dfscan_scores]
-        baseline = {**base, "pipeline": "baseline", "backend": "torch-eager",
+        baseline = {**base, "pipeline": "baseline", "backend": "torch-eager", "precision": "fp32",
                     **_rates(len({catalog.faces[f].image_id for f in bl_scores}), len(bl_scores), bl.total_s),
                     **_latency(bl.batch_s), **bl.worker_s, "infer_s": bl.infer_s, "write_s": bl.write_s,
                     "wait_s": bl.total_s - bl.infer_s - bl.write_s, **probe.fields(),
                     **_accuracy(bl_scores, s.threshold),
                     "score_mae_vs_dfscan": float(np.mean(diffs)) if diffs else math.nan}
         rows.append(baseline)
+        del bl
         if baseline["faces_per_s"]:
             dfscan["speedup_vs_baseline"] = dfscan["faces_per_s"] / baseline["faces_per_s"]
     del model
@@ -202,7 +224,7 @@ def run_bench(images_dir, out_dir, source, settings: BenchSettings, dataset: str
     from tqdm import tqdm
 
     from engines.files import versions
-    from scanner.bench.probe import extra_versions, machine_info
+    from scanner.bench.probe import ResourceProbe, extra_versions, machine_info
     from scanner.bench.results import plot_bench, read_bench, write_bench
     from scanner.catalog import load_catalog
     from scanner.run.job import resolve_device
@@ -231,7 +253,7 @@ def run_bench(images_dir, out_dir, source, settings: BenchSettings, dataset: str
             "crop_margin": native.crop_margin, "settings": vars(settings), "device": device,
             "machine": machine, "versions": versions(), "extra_versions": extra_versions(),
             **(extra_meta or {})}
-    common = {"dataset": dataset, "engine": source.label, "device": device, "batch_size": settings.batch_size,
+    common = {"dataset": dataset, "engine": source.label, "device": device,
               "cpu_model": machine["cpu_model"], "cpu_cores": machine["cpu_cores"], "gpu_name": machine["gpu_name"]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,28 +269,40 @@ def run_bench(images_dir, out_dir, source, settings: BenchSettings, dataset: str
             started.append(what)
             bar.set_postfix_str(what)
 
-        for res in resolutions:
-            res_rows, note = bench_resolution(catalog, source, res, settings, device, Path(tmp),
-                                              common, meta, step)
-            if note:
-                notes.add(note)
-            rows += res_rows
-            meta["notes"] = sorted(notes)
-            path = write_bench(out_dir, rows, meta)  # after each resolution: a crash keeps what was measured
-            log(summary_line(res_rows))
-        bar.update(1)
-    table, _ = read_bench(path)
-    plot_bench(table, out_dir / "bench.png")
-    return table
+        try:
+            for res in resolutions:
+                # the whole process tree over the whole resolution: export, warm-up and every pass
+                with ResourceProbe(device, interval=0.1) as probe:
+                    res_rows, note = bench_resolution(catalog, source, res, settings, device, Path(tmp),
+                                                      common, meta, step, log)
+                for r in res_rows:
+                    r["res_peak_rss_mb"] = probe.peak_rss_mb
+                if note:
+                    notes.add(note)
+                rows += res_rows
+                meta["notes"] = sorted(notes)
+                # before the next resolution starts, written beside and renamed: a crash (the OOM
+                # killer included) leaves a whole bench.parquet with every finished resolution
+                path = write_bench(out_dir, rows, meta)
+                log(summary_line(res_rows))
+                release_memory(device)
+            bar.update(1)
+        finally:
+            if rows:  # the plot too shows what was measured when a later resolution failed
+                plot_bench(read_bench(path)[0], out_dir / "bench.png")
+    return read_bench(path)[0]
 
 
 def summary_line(rows: list[dict]) -> str:
     by = {r["pipeline"]: r for r in rows}
     d, b, c = by.get("dfscan", {}), by.get("baseline"), by.get("decode_only", {})
-    text = f"{d.get('res')}px: dfscan {d.get('faces_per_s', math.nan):.1f} faces/s"
+    text = (f"{d.get('res')}px, batch {d.get('batch_size')}: dfscan {d.get('faces_per_s', math.nan):.1f} faces/s "
+            f"(limit {d.get('limit_faces_per_s', math.nan):.1f}, efficiency {d.get('efficiency', math.nan):.2f}; "
+            f"engine alone {d.get('engine_faces_per_s', math.nan):.1f})")
     if b:
         text += f", baseline {b['faces_per_s']:.1f} faces/s ({d.get('speedup_vs_baseline', math.nan):.2f}x)"
-    text += f", decode-only {c.get('images_per_s', math.nan):.1f} images/s"
+    text += (f", decode-only {c.get('images_per_s', math.nan):.1f} images/s; peak RSS "
+             f"{d.get('res_peak_rss_mb', math.nan):.0f} MB")
     if d.get("accuracy") is not None:
         text += f"; accuracy dfscan {d['accuracy']:.4f}" + (f", baseline {b['accuracy']:.4f}" if b else "")
     return text

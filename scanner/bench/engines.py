@@ -109,7 +109,8 @@ def _trt_plan(onnx_path: Path, config, batch_size: int) -> tuple[Path | None, st
 def build_engine(source: ModelSource, res: int, backend: str, device: str, batch_size: int, tmp: Path):
     """``(engine, torch model, config, note)`` at ``res``: the engine file is written under ``tmp``.
 
-    ``backend``: 'auto' (TensorRT plan where TensorRT runs, else ONNX), 'onnx', 'torch' or 'trt'.
+    ``backend``: 'auto' (TensorRT plan where TensorRT runs, else ONNX Runtime), 'onnx', 'openvino'
+    (the same ONNX file, read by OpenVINO; CPU only), 'torch' or 'trt'.
     ``note`` says why a TensorRT plan was not used, when it was wanted.
     """
     from engines.backends import load_engine
@@ -128,5 +129,6 @@ def build_engine(source: ModelSource, res: int, backend: str, device: str, batch
                 path = plan
             elif backend == "trt":
                 raise DfscanError(f"--backend trt: no TensorRT plan ({note or 'needs --device gpu'})")
-    engine = load_engine(path, device="cuda" if device == "gpu" else "cpu")
+    engine = load_engine(path, device="cuda" if device == "gpu" else "cpu",
+                         backend="openvino" if backend == "openvino" else None)
     return engine, model, config, note

@@ -1,8 +1,8 @@
 """What the bench records beside its clocks: the machine, peak memory and the load from others.
 
 Memory is sampled from /proc (no psutil), so a peak is the peak of this measurement and not of
-the process's life: the bench process's RSS every 20 ms, plus the PSS of its children (DataLoader
-workers) every 0.5 s. PSS, because a forked worker's RSS repeats the pages it shares with its
+the process's life: the bench process's RSS every 20 ms, plus the PSS of all its descendants
+(DataLoader workers and any process they start) every 0.5 s. PSS, because a forked worker's RSS repeats the pages it shares with its
 parent; it is read less often because the kernel takes milliseconds to add it up.
 ``other_cpu_cores`` is how many cores other processes kept busy meanwhile: on a shared machine
 it tells which numbers were taken under load.
@@ -64,12 +64,16 @@ def extra_versions() -> dict:
 
 
 def _children(pid: int) -> list[int]:
-    kids = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            kids += [int(p) for p in task.read_text().split()]
-        except OSError:
-            pass
+    """Every descendant of ``pid`` (children's children too: a worker may start its own)."""
+    kids, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                found = [int(p) for p in task.read_text().split()]
+            except OSError:
+                continue
+            kids += found
+            todo += found
     return kids
 
 

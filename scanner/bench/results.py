@@ -25,6 +25,19 @@ STAGES = {
     "wait_s": "total_s - infer_s - write_s: the consumer waiting for crops and building rows",
 }
 
+# The dfscan row's ceilings (also stored in the metadata).
+LIMITS = {
+    "batch_size": "faces per batch used at this resolution: the requested one, lowered to stay within "
+                  "scanner.settings.BATCH_PIXELS input pixels per batch",
+    "engine_faces_per_s": "the engine alone on ready tensors, warm, a few batches of batch_size",
+    "decode_faces_per_s": "decode_only images/s x faces per image of the images it decoded",
+    "limit_faces_per_s": "CPU: 1 / (1/decode_faces_per_s + 1/engine_faces_per_s), the two stages share "
+                         "the cores; GPU: min of the two, they overlap",
+    "efficiency": "faces_per_s / limit_faces_per_s",
+    "res_peak_rss_mb": "peak RSS of the whole process tree (self + PSS of descendants) over the whole "
+                       "resolution: export, warm-up and every pass",
+}
+
 BENCH_SCHEMA = pa.schema([
     ("dataset", pa.string()), ("res", pa.int32()), ("pipeline", pa.string()),
     ("engine", pa.string()), ("backend", pa.string()), ("device", pa.string()),
@@ -35,7 +48,10 @@ BENCH_SCHEMA = pa.schema([
     ("dali_s", pa.float64()), ("infer_s", pa.float64()), ("write_s", pa.float64()),
     ("wait_s", pa.float64()), ("peak_rss_mb", pa.float64()), ("peak_gpu_mem_mb", pa.float64()),
     ("accuracy", pa.float64()), ("roc_auc", pa.float64()), ("score_mae_vs_dfscan", pa.float64()),
-    ("speedup_vs_baseline", pa.float64()), ("other_cpu_cores", pa.float64()),
+    ("speedup_vs_baseline", pa.float64()), ("precision", pa.string()),
+    ("engine_faces_per_s", pa.float64()), ("decode_faces_per_s", pa.float64()),
+    ("limit_faces_per_s", pa.float64()), ("efficiency", pa.float64()),
+    ("res_peak_rss_mb", pa.float64()), ("other_cpu_cores", pa.float64()),
     ("load_avg_1m", pa.float64()), ("cpu_model", pa.string()), ("cpu_cores", pa.int32()),
     ("gpu_name", pa.string()),
 ])
@@ -48,7 +64,8 @@ def bench_table(rows: list[dict]) -> pa.Table:
 
 def write_bench(out_dir, rows_or_table, meta: dict) -> Path:
     table = rows_or_table if isinstance(rows_or_table, pa.Table) else bench_table(rows_or_table)
-    return write_table(Path(out_dir) / "bench.parquet", table.cast(BENCH_SCHEMA), {**meta, "stages": STAGES})
+    return write_table(Path(out_dir) / "bench.parquet", table.cast(BENCH_SCHEMA),
+                       {**meta, "stages": STAGES, "limits": LIMITS})
 
 
 def read_bench(path) -> tuple[pa.Table, dict]:
@@ -87,6 +104,10 @@ def plot_bench(table: pa.Table, path) -> Path:
                 ys = [r["faces_per_s"] for _, r in pts]
                 label = f"{dataset}: {pipeline}"
             ax_speed.plot(xs, ys, ls, color=color, marker=mk, label=label)
+            limits = [(x, r["limit_faces_per_s"]) for x, r in pts if _ok(r.get("limit_faces_per_s"))]
+            if limits:
+                ax_speed.plot(*zip(*limits), "--", color=color, marker=mk, alpha=0.6,
+                              label=f"{dataset}: dfscan limit (decode + engine alone)")
             if pipeline != "decode_only":
                 acc = [(x, r["accuracy"]) for x, r in pts if _ok(r["accuracy"])]
                 auc = [(x, r["roc_auc"]) for x, r in pts if _ok(r["roc_auc"])]
@@ -129,8 +150,9 @@ def markdown_table(table: pa.Table) -> str:
     """One line per dataset × resolution: both pipelines side by side, their ratio, the stages."""
     rows = table.to_pylist()
     by = {(r["dataset"], r["res"], r["pipeline"]): r for r in rows}
-    head = ("| dataset | res | images | faces | dfscan faces/s | baseline faces/s | dfscan/baseline | "
-            "decode-only img/s | dfscan acc / AUC | baseline acc / AUC | dfscan read / dali / infer / "
+    head = ("| dataset | res | batch | images | faces | dfscan faces/s | engine-only faces/s | "
+            "decode-only img/s | limit faces/s | efficiency | baseline faces/s | dfscan/baseline | "
+            "peak RSS MB (resolution) | dfscan acc / AUC | baseline acc / AUC | dfscan read / dali / infer / "
             "write s | baseline read / decode / crop (worker s) / infer s | dfscan p95 batch ms | "
             "peak RSS MB dfscan / baseline | other cores busy |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -141,10 +163,12 @@ def markdown_table(table: pa.Table) -> str:
     for dataset, res in sorted({(r["dataset"], r["res"]) for r in rows}):
         d, b, c = (by.get((dataset, res, p), {}) for p in PIPELINES)
         lines.append(
-            f"| {dataset} | {res} | {d.get('images', b.get('images', '–'))} "
+            f"| {dataset} | {res} | {d.get('batch_size', '–')} | {d.get('images', b.get('images', '–'))} "
             f"| {d.get('faces', b.get('faces', '–'))} "
-            f"| {_f(d.get('faces_per_s'))} | {_f(b.get('faces_per_s'))} | {_f(d.get('speedup_vs_baseline'), 2)} "
-            f"| {_f(c.get('images_per_s'))} | {stages(d, ('accuracy', 'roc_auc'), 3)} "
+            f"| {_f(d.get('faces_per_s'))} | {_f(d.get('engine_faces_per_s'))} | {_f(c.get('images_per_s'))} "
+            f"| {_f(d.get('limit_faces_per_s'))} | {_f(d.get('efficiency'), 2)} "
+            f"| {_f(b.get('faces_per_s'))} | {_f(d.get('speedup_vs_baseline'), 2)} "
+            f"| {_f(d.get('res_peak_rss_mb'), 0)} | {stages(d, ('accuracy', 'roc_auc'), 3)} "
             f"| {stages(b, ('accuracy', 'roc_auc'), 3)} | {stages(d, ('read_s', 'dali_s', 'infer_s', 'write_s'))} "
             f"| {stages(b, ('read_s', 'decode_s', 'crop_s', 'infer_s'))} | {_f(d.get('p95_batch_ms'))} "
             f"| {_f(d.get('peak_rss_mb'), 0)} / {_f(b.get('peak_rss_mb'), 0)} "

@@ -74,6 +74,31 @@ def warm_up(engine, catalog, settings: RunSettings, scratch, n_images: int = 4):
     synchronize(settings.device)
 
 
+def time_engine_only(engine, batch_size: int, device: str, min_batches: int = 3, min_s: float = 0.5,
+                     max_batches: int = 20) -> dict:
+    """The engine alone on ready tensors: faces/s of ``batch_size``-face batches, engine warm.
+
+    One untimed batch, then batches until at least ``min_batches`` and ``min_s`` seconds (at most
+    ``max_batches``): a few batches, so a slow resolution costs seconds, not minutes.
+    Returns ``{'engine_faces_per_s', 'engine_batches'}``.
+    """
+    h, w = engine.config.input_size
+    x = np.random.default_rng(0).standard_normal((batch_size, 3, h, w), dtype=np.float32)
+    if device == "gpu":
+        import torch
+
+        x = torch.from_numpy(x).cuda()
+    engine.infer(x)
+    synchronize(device)
+    n, start = 0, time.perf_counter()
+    while n < max_batches and (n < min_batches or time.perf_counter() - start < min_s):
+        engine.infer(x)
+        synchronize(device)
+        n += 1
+    seconds = time.perf_counter() - start
+    return {"engine_faces_per_s": n * batch_size / seconds, "engine_batches": n}
+
+
 def time_scan(catalog, engine, settings: RunSettings, out_dir, meta: dict) -> ScanTiming:
     """One full ``scan()`` into the folder ``out_dir``, written as ``dfscan run`` writes it
     (``scanner.output.RunOutput``: parts, then faces.parquet in catalog order)."""
@@ -135,6 +160,13 @@ def time_decode_only(catalog, config, settings: RunSettings, image_ids=None) -> 
     from scanner.pipeline.graphs import build_decode_pipeline
 
     pipe = build_decode_pipeline(settings.batch_size, settings.device, settings.num_threads)
+    try:
+        return _decode_all(pipe, catalog, config, settings, image_ids)
+    finally:  # its buffers go now, not whenever the collector gets to them (peak memory of what follows)
+        pipe._shutdown()
+
+
+def _decode_all(pipe, catalog, config, settings: RunSettings, image_ids) -> dict:
     keep = set(catalog.images if image_ids is None else image_ids)
     seen, pending, batch_s = set(), [], []
 

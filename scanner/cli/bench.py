@@ -28,7 +28,7 @@ from scanner.errors import DfscanError
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic set and of --arch weights.")
 @click.option("--batch-size", default=64, show_default=True, help="Faces per batch (both pipelines).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "onnx", "torch", "trt"]), default="auto",
+@click.option("--backend", type=click.Choice(["auto", "onnx", "openvino", "torch", "trt"]), default="auto",
               show_default=True, help="dfscan engine; auto: a TensorRT plan on a GPU where TensorRT "
                                       "runs, else ONNX Runtime.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,

@@ -62,9 +62,19 @@ def train(arch, data, train_split, val_split, epochs, batch_size, lr, pretrained
     """
     import functools
 
+    from engines.models import get_model_config
     from engines.train.loop import TrainSettings, fit
     from scanner.run.training import split_crops
+    from scanner.settings import batch_for, batch_note
 
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    # training holds activations and gradients per face, so its batch keeps the scan's pixel budget
+    # too; batch norm needs two faces
+    size = res or get_model_config(arch).input_size
+    fitted = max(2, batch_for(size, batch_size))
+    if fitted != batch_size:
+        log(batch_note(size, batch_size, fitted))
+        batch_size = fitted
     settings = TrainSettings(arch=arch, data=data, out=out, train_split=train_split,
                              val_split=val_split, epochs=epochs, batch_size=batch_size, lr=lr,
                              pretrained=_pretrained(pretrained), resume=resume,
@@ -72,7 +82,6 @@ def train(arch, data, train_split, val_split, epochs, batch_size, lr, pretrained
                              clean_share=clean_share,
                              precision=precision, ema=ema, seed=seed,
                              res=res, limit=limit, progress=not quiet)
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
     crops = functools.partial(split_crops, data, limit=limit, log=log)
     result = fit(settings, lambda split, config: crops(split, config), log=log)
     b = result.best

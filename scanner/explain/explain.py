@@ -149,6 +149,7 @@ def explain_model(catalog: Catalog, checkpoint: Path, tag: str, methods, setting
             f"the scan used {scan_meta.get('input_size')}, margin {scan_meta.get('crop_margin')}: "
             "these maps are of other crops than the ones it scored")
     out: dict[int, list[Explained]] = {}
+    settings = settings.fitted(config.input_size, log)  # memory bounded at any input size
     for batch in iter_crops(catalog, config, settings):
         for face_ids, crops in batch.pieces:
             host = crops.cpu().numpy() if isinstance(crops, torch.Tensor) else crops

@@ -110,6 +110,7 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
                                                              overwrite=overwrite, progress=progress, log=log)
         log(catalog.summary())
     with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, choice, scan_todo):
+        settings = settings.fitted(engine.config.input_size, log)  # scan() fits alike; this line tells the user
         meta = run_meta(engine, engine_path, settings, images, catalog, choice)
         meta.update(detect.meta() if detecting else {})
         # decoding in a supervised child process (scanner.pipeline.isolation): CPU runs here only

@@ -31,6 +31,7 @@ def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_fac
 
     ``on_faces(n)`` is called with the number of faces each batch accounts for (progress bars).
     """
+    settings = settings.fitted(engine.config.input_size)  # memory bounded at every input size
     order = {f: n for n, f in enumerate(catalog.faces)}
     for cropped in crop_batches(catalog, engine.config, settings, image_ids, cropper):
         results: dict[int, tuple] = {}

@@ -41,7 +41,8 @@ def split_crops(root, split: str, config, batch_size: int = 64, limit: int | Non
     mean = np.asarray(config.mean, dtype=np.float32)[:, None, None] * 255
     std = np.asarray(config.std, dtype=np.float32)[:, None, None] * 255
     failed, yielded = [], 0
-    for batch in iter_crops(catalog, config, RunSettings(batch_size=batch_size, device="cpu")):
+    settings = RunSettings(batch_size=batch_size, device="cpu").fitted(config.input_size, log)
+    for batch in iter_crops(catalog, config, settings):
         failed += batch.planned.failed + batch.failed
         for face_ids, crops in batch.pieces:
             keep = [n for n, f in enumerate(face_ids) if catalog.faces[f].label is not None]
@@ -62,7 +63,7 @@ def face_batches(images, with_labels: bool = False, batch_size: int = 32):
     with ``with_labels``: calibration and accuracy-gate data for INT8 engines."""
     def data(config):
         catalog = load_catalog(images)
-        for batch in iter_crops(catalog, config, RunSettings(batch_size=batch_size)):
+        for batch in iter_crops(catalog, config, RunSettings(batch_size=batch_size).fitted(config.input_size)):
             for face_ids, crops in batch.pieces:
                 if not with_labels:
                     yield crops
