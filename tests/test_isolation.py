@@ -8,8 +8,8 @@ file itself would die too, so a poisoned run that exits 0 shows it never did.
 
 The set: realorfake images under new names (symlinks), its real face box each and a second box
 on every third image, scanned with the 64-px engine whose scores follow the crop. The issue's
-1,000-image run takes about 90 s here (two runs), so it is ``benchmarks/isolation.py crash``;
-these tests use 200 images (264 faces, 9 batches of 32).
+1,000-image run takes 40-90 s here (two runs, as the shared machine's load goes), so it is
+``benchmarks/isolation.py crash``; these tests use 200 images (264 faces, 9 batches of 32).
 """
 import json
 import os
