@@ -62,7 +62,8 @@ def overhead(opts):
             args = [str(opts.images), str(out / mode), opts.engine or "", "", str(mode == "isolated"), "64"]
             r = fresh_run(args)
             runs[mode].append(r)
-            print(f"rep {rep} {mode:10s} scan {r['scan_s']:.2f} s, wall {r['wall_s']:.2f} s, {r['faces']} faces", flush=True)
+            print(f"rep {rep} {mode:10s} scan {r['scan_s']:.2f} s, wall {r['wall_s']:.2f} s, "
+                  f"{r['faces']} faces", flush=True)
     for key in ("scan_s", "wall_s"):
         a, b = ([r[key] for r in runs[m]] for m in ("isolated", "in-process"))
         cost = statistics.median(a) / statistics.median(b) - 1
