@@ -80,7 +80,7 @@ def test_summary_counts_equal_faces_parquet(run):
     assert summary["metrics"]["all"] == metrics[0] and metrics[0]["subset"] == "all"
     assert [r["subset"] for r in summary["metrics"]["subsets"]] == [r["subset"] for r in metrics[1:]]
     assert summary["threshold"] == 0.0 and summary["engine"].endswith("mobilenetv2.pt")
-    assert summary["report"] == str(run["html"].resolve()) and summary["duration_s"] is None
+    assert summary["report"] == str(run["html"].resolve()) and summary["duration_s"] > 0  # the manifest's wall time
     assert summary["versions"]["dfscan"]
     assert not [p.name for p in run["dir"].iterdir() if p.name.endswith(".tmp")]  # renamed into place
 
