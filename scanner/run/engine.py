@@ -38,9 +38,6 @@ def choose(engine_path, settings: RunSettings, log=print):
             raise DfscanError("no --engine given and no default model is installed; pass --engine FILE "
                               "(.plan, .onnx or .pt; 'dfscan export --arch mobilenetv2' makes an untrained one)")
         engine_path = DEFAULT_ENGINE
-    engine_path = Path(engine_path)
-    if not engine_path.is_file():
-        raise DfscanError(f"{engine_path}: engine file not found")
     calibration = validation = None
     tag = []
     if settings.calib_data:
