@@ -6,12 +6,13 @@ Only ``.pt``/``.pth`` checkpoints are turned into engines; an explicit ``.onnx``
 - GPU: a TensorRT fp16 plan where TensorRT loads and CUDA is available (``tensorrt`` is never
   imported without a visible GPU: creating a TensorRT runtime there crashes the process), else
   eager torch on CUDA in fp16.
-- CPU: OpenVINO where it is installed, else ONNX Runtime. On this project's 2-core AVX2 EPYC,
-  quiet, MobileNetV2 224 batch 64 one request per batch, OpenVINO was the faster: fp32 510 vs
-  290 faces/s, INT8 881 vs 649. Re-measured under heavy load from other jobs the two were within
-  noise of each other (benchmarks/results/engines-cpu-2026-12-01/RESULTS.md), never clearly
-  behind, so OpenVINO stays first. INT8 is used only where the cached INT8 engine passed the
-  accuracy gate (``engines.quantize.accuracy_gate``: Val AUC drop ≤ 0.005); otherwise fp32.
+- CPU: OpenVINO and ONNX Runtime, whichever is faster on this CPU for this engine (timed once
+  and remembered, ``engines.race``: our own measurements put each ahead on some CPU and
+  precision). INT8 is used only where the INT8 engine passed the accuracy gate
+  (``engines.quantize.accuracy_gate``: Val AUC drop ≤ 0.005): built from the caller's
+  calibration faces, or from a gated QDQ file shipped beside the checkpoint
+  (``engines.quantize.shipped_int8``: how the bundled model gets INT8 without user data);
+  otherwise fp32.
 
 Calibration and validation data come from the caller as callables taking the ModelConfig (so the
 caller can crop and normalise for the engine's input size) and returning fresh iterators;
@@ -30,8 +31,7 @@ from engines.quantize import MAX_AUC_DROP
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
-CPU_PREFERENCE = ("openvino", "onnx")  # fastest first, measured (see the module docstring)
-SPEED_NOTE = "the faster CPU runtime in our measurements (benchmarks/results/engines-cpu-2026-12-01)"
+CPU_BACKENDS = ("openvino", "onnx")  # both are built and the faster one here is used (engines/race.py)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def choose_engine(checkpoint, device: str = "cpu", backend: str | None = None,
         return _torch(path, device, precision or ("fp16" if device == "cuda" else "fp32"),
                       threads, "the torch backend was asked for")
     job = _Job(path, device, input_size, calibration, validation, drift, data_tag, threads,
-               cache_dir, warn, max_auc_drop)
+               cache_dir, warn, max_auc_drop, backend_asked=backend is not None)
     return _gpu(job, backend, precision) if device == "cuda" else _cpu(job, backend, precision)
 
 
@@ -120,6 +120,9 @@ class _Job:
     cache_dir: object
     warn: Callable
     max_auc_drop: float
+    backend_asked: bool = False
+    qdq: Path | None = None  # a gated QDQ file shipped beside the checkpoint (engines.quantize)
+    qdq_record: dict | None = None
 
     def model(self):
         from engines.export import model_from_source
@@ -148,57 +151,93 @@ def _cpu(job: _Job, backend, precision) -> EngineChoice:
         if backend not in (None, "torch"):
             raise DfscanError(f"{job.checkpoint}: bf16 runs on the torch backend only; drop --backend")
         return _torch(job.checkpoint, "cpu", "bf16", job.threads, "bf16 was asked for")
-    why_backend = f"--backend {backend}"
     if backend is None:
-        for name in CPU_PREFERENCE:
-            ok, detail = backend_for(job.checkpoint, name).available()
-            if ok:
-                backend = name
-                why_backend = (f"{detail}, {SPEED_NOTE}" if name == CPU_PREFERENCE[0]
-                               else f"{detail} (OpenVINO, the faster one, is not installed: pip install openvino)")
-                break
-        else:
+        names = [n for n in CPU_BACKENDS if backend_for(job.checkpoint, n).available()[0]]
+        if not names:
             return _torch(job.checkpoint, "cpu", "fp32", job.threads, "neither OpenVINO nor ONNX Runtime is installed")
     else:
         ok, detail = backend_for(job.checkpoint, backend).available()
         if not ok:
             raise DfscanError(f"{job.checkpoint}: the {backend} backend cannot run here: {detail}")
-    options = {"threads": job.threads}
+        names = [backend]
+    limit = job.max_auc_drop
     if precision == "fp32":
-        path, record = _cached(job, backend, "fp32")
-        return EngineChoice(backend, "fp32", path, "cpu", f"CPU: {backend} fp32 as asked ({why_backend})",
-                            options, record)
-    have_data = job.calibration is not None and job.validation is not None
-    if precision == "int8" or have_data:
-        if precision == "int8" and job.calibration is None:
-            raise DfscanError(f"{job.checkpoint}: --precision int8 needs calibration faces (--calib-data)")
-        path, record = _cached(job, backend, "int8")
-    else:
-        from engines.cache import lookup
-
-        found = lookup(job.checkpoint, backend, "int8", "cpu", input_size=job.size(),
-                       settings=_int8_settings(job), cache_dir=job.cache_dir, warn=job.warn)
-        path, record = found if found else (None, None)
-    gate = (record or {}).get("build", {}).get("gate")
-    passed, limit = _passed(gate, job.max_auc_drop), job.max_auc_drop
+        return _pick(job, {n: _cached(job, n, "fp32") for n in names}, "fp32", "fp32 as asked")
+    int8 = _int8_engines(job, names, asked=precision == "int8")
     if precision == "int8":
-        verdict = {True: "passed the accuracy gate", False: "FAILED the accuracy gate",
-                   None: "not gated (no validation faces)"}[passed]
-        if passed is False:
+        (name, (path, record)), *_ = int8.items()
+        passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limit)}
+        if passed:
+            return _pick(job, passed, "int8", "INT8 as asked; it passed the accuracy gate")
+        gate = _gate_of(record)
+        if gate:
             job.warn(f"{path}: INT8 was asked for but lost {gate['auc_drop']:.4f} Val AUC (limit {limit})")
-        return EngineChoice(backend, "int8", path, "cpu", f"CPU: {backend} INT8 as asked; it {verdict}",
-                            options, record)
+        verdict = "FAILED the accuracy gate" if gate else "not gated (no validation faces)"
+        return _pick(job, int8, "int8", f"INT8 as asked; it {verdict}")
+    passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limit)}
     if passed:
-        return EngineChoice(backend, "int8", path, "cpu",
-                            f"CPU: {backend} INT8, which passed the accuracy gate (Val AUC drop "
-                            f"{gate['auc_drop']:+.4f} ≤ {limit}); {why_backend}", options, record)
-    if gate:
-        why_fp32 = f"INT8 failed the accuracy gate (Val AUC drop {gate['auc_drop']:+.4f} > {limit})"
+        gate = _gate_of(next(iter(passed.values()))[1])
+        return _pick(job, passed, "int8", f"INT8, which passed the accuracy gate (Val AUC drop "
+                                          f"{gate['auc_drop']:+.4f} ≤ {limit}{_source(gate)})")
+    gates = [g for g in (_gate_of(r) for _, r in int8.values()) if g]
+    if gates:
+        why_fp32 = f"INT8 failed the accuracy gate (Val AUC drop {gates[0]['auc_drop']:+.4f} > {limit})"
     else:
         why_fp32 = "no calibration and validation faces were given to build and gate an INT8 engine"
-    path, record = _cached(job, backend, "fp32")
-    return EngineChoice(backend, "fp32", path, "cpu", f"CPU: {backend} fp32, {why_fp32}; {why_backend}",
-                        options, record)
+    return _pick(job, {n: _cached(job, n, "fp32") for n in names}, "fp32", f"fp32, {why_fp32}")
+
+
+def _int8_engines(job: _Job, names, asked: bool) -> dict:
+    """{backend: (path, record)} of the INT8 engines this run may use: built from the caller's
+    calibration faces, else from the gated QDQ file shipped beside the checkpoint, else those
+    a previous run built and cached. Empty when none can be had (then fp32)."""
+    from engines.cache import lookup
+    from engines.quantize import shipped_int8
+
+    if job.calibration is not None and (asked or job.validation is not None):
+        return {n: _cached(job, n, "int8") for n in names}
+    shipped = shipped_int8(job.checkpoint)
+    if shipped:
+        job.qdq, job.qdq_record = shipped
+        return {n: _cached(job, n, "int8") for n in names}
+    found = {}
+    for n in names:
+        hit = lookup(job.checkpoint, n, "int8", "cpu", input_size=job.size(),
+                     settings=_int8_settings(job), cache_dir=job.cache_dir, warn=job.warn)
+        if hit:
+            found[n] = hit
+    if asked and not found:
+        raise DfscanError(f"{job.checkpoint}: --precision int8 needs calibration faces (--calib-data)")
+    return found
+
+
+def _pick(job: _Job, built: dict, precision: str, why: str) -> EngineChoice:
+    """The faster of the built engines on this machine (timed once and cached, engines.race)."""
+    from engines.backends import load_engine
+    from engines.cache import default_cache_dir, library_version
+    from engines.race import fastest
+
+    candidates = {n: (path, library_version(n)) for n, (path, _) in built.items()}
+    name, figures = fastest(candidates, job.size(), job.threads, Path(job.cache_dir or default_cache_dir()),
+                            lambda n, p: load_engine(p, "cpu", n, threads=job.threads), job.warn)
+    if figures.get("raced"):
+        speeds = ", ".join(f"{n} {v:.0f}" for n, v in figures["faces_per_s"].items())
+        speed = (f"the faster runtime on this CPU ({speeds} faces/s, timed "
+                 f"{'on an earlier run' if figures.get('cached') else 'now'}; engines/race.py)")
+    else:
+        speed = "the only CPU runtime installed" if len(CPU_BACKENDS) > 1 and not job.backend_asked \
+            else "--backend as asked"
+    path, record = built[name]
+    return EngineChoice(name, precision, path, "cpu", f"CPU: {name} {why}; {speed}",
+                        {"threads": job.threads}, {**(record or {}), "race": figures})
+
+
+def _gate_of(record: dict | None) -> dict | None:
+    return (record or {}).get("build", {}).get("gate")
+
+
+def _source(gate: dict) -> str:
+    return "; measured when the shipped INT8 file was made" if gate.get("source") == "shipped" else ""
 
 
 def _gpu(job: _Job, backend, precision) -> EngineChoice:
@@ -227,6 +266,8 @@ def _gpu(job: _Job, backend, precision) -> EngineChoice:
 def _int8_settings(job: _Job) -> dict:
     # The gate's limit is not part of the key: the record keeps the measured AUC drop, and each
     # run compares it with its own limit, so changing the limit never forces a rebuild.
+    if job.qdq is not None:
+        return {"qdq_sha256": job.qdq_record["qdq_sha256"]}
     return {"calibration": "minmax", "reduce_range": True, "data": job.data_tag}
 
 
@@ -264,7 +305,10 @@ def _build(job: _Job, backend: str, precision: str, target: Path) -> dict:
             build_plan(fp32, target, fp16=precision == "fp16", int8=precision == "int8", calib_batches=calib)
             return figures  # TensorRT INT8 is asked for explicitly and not gated here
         source = fp32
-        if precision == "int8":
+        if precision == "int8" and job.qdq is not None:
+            source = job.qdq
+            figures["gate"] = {**job.qdq_record["gate"], "source": "shipped"}
+        elif precision == "int8":
             from engines.quantize import quantize_onnx
 
             source = quantize_onnx(fp32, Path(tmp) / "int8.onnx", job.calibration(config))
@@ -272,7 +316,7 @@ def _build(job: _Job, backend: str, precision: str, target: Path) -> dict:
             onnx_to_openvino(source, target)
         else:
             shutil.copyfile(source, target)  # the cache may sit on another filesystem than /tmp
-        if precision == "int8" and job.validation is not None:
+        if precision == "int8" and job.qdq is None and job.validation is not None:
             figures["gate"] = _gate(job, backend, config, fp32, target)
         return figures
 

@@ -183,3 +183,45 @@ def accuracy_gate(fp32_engine, int8_engine, validation: Iterable, drift: Iterabl
                       delta_p99=p99, delta_max=float(deltas.max()), faces_validation=len(labels),
                       faces_drift=len(deltas), max_auc_drop=max_auc_drop,
                       passed=bool(drop <= max_auc_drop))
+
+
+SHIPPED_SUFFIX = ".int8.onnx"  # beside a checkpoint: <stem>.int8.onnx + <stem>.int8.json
+
+
+def shipped_int8_paths(checkpoint) -> tuple[Path, Path]:
+    checkpoint = Path(checkpoint)
+    stem = checkpoint.with_suffix("")
+    return stem.with_name(stem.name + SHIPPED_SUFFIX), stem.with_name(stem.name + ".int8.json")
+
+
+def write_int8_record(qdq_path, checkpoint, gate: GateResult, **provenance) -> Path:
+    """Record, beside a QDQ file made from ``checkpoint``, the checkpoint's and the file's sha256
+    and the gate figures measured when it was made; ``provenance`` (calibration and validation
+    data, command) is kept as given. With it the QDQ file can ship next to the checkpoint: users
+    without calibration data then get the gated INT8 engine (``shipped_int8``)."""
+    from engines.cache import file_sha256
+
+    record = {"format": "dfscan-int8/1", "checkpoint_sha256": file_sha256(checkpoint),
+              "qdq_sha256": file_sha256(qdq_path), "gate": gate.to_dict(), **provenance}
+    return write_atomic(Path(qdq_path).with_suffix(".json"), json.dumps(record, indent=2, default=str))
+
+
+def shipped_int8(checkpoint) -> tuple[Path, dict] | None:
+    """``(QDQ file, record)`` shipped beside ``checkpoint`` for exactly this checkpoint, or None.
+
+    A record whose hashes do not match (the checkpoint was retrained, the file replaced) is
+    ignored: its gate figures describe another model."""
+    from engines.cache import file_sha256
+
+    qdq, record_path = shipped_int8_paths(checkpoint)
+    if not (qdq.is_file() and record_path.is_file()):
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(record, dict) or record.get("format") != "dfscan-int8/1"
+            or record.get("checkpoint_sha256") != file_sha256(checkpoint)
+            or record.get("qdq_sha256") != file_sha256(qdq) or not isinstance(record.get("gate"), dict)):
+        return None
+    return qdq, record

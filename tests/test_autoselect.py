@@ -1,4 +1,5 @@
-"""The engine chooser: OpenVINO on the CPU, INT8 only behind the accuracy gate, explicit engine
+"""The engine chooser: the faster CPU runtime timed here and remembered, INT8 only behind the
+accuracy gate (own calibration or the gated file shipped beside a checkpoint), explicit engine
 files kept, impossible combinations refused, and a torch-free import."""
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 from _engine_models import crops, scores
 from engines import DfscanError
-from engines.autoselect import choose_engine
+from engines.autoselect import CPU_BACKENDS, choose_engine
 from engines.checkpoint import load_checkpoint, save_checkpoint
 from engines.export import export_onnx
 
@@ -50,17 +51,19 @@ def test_cpu_int8_only_behind_the_gate(checkpoint, cache):
     kw = dict(calibration=calibration, validation=validation, drift=drift, cache_dir=cache,
               warn=notes.append, threads=2)
     lenient = choose_engine(checkpoint, "cpu", max_auc_drop=1.0, **kw)
-    assert (lenient.backend, lenient.precision, lenient.device) == ("openvino", "int8", "cpu")
-    assert lenient.path.suffix == ".xml" and lenient.record["cache"] == "built"
+    assert (lenient.precision, lenient.device) == ("int8", "cpu")
+    assert_race_winner(lenient)
+    assert lenient.path.suffix == {"openvino": ".xml", "onnx": ".onnx"}[lenient.backend]
+    assert lenient.record["cache"] == "built"
     gate = lenient.record["build"]["gate"]
     assert "passed the accuracy gate" in lenient.reason and f"{gate['auc_drop']:+.4f}" in lenient.reason
     engine = lenient.load()
     x = crops("Test-Dev", engine.config, limit=40)[0]
-    assert engine.name == "openvino" and engine.threads == 2
+    assert engine.name == lenient.backend and engine.threads == 2
     assert scores(engine.infer(x)).std() > 0.05
     # The same cached INT8 engine, judged against a limit it cannot meet: fp32 instead.
     strict = choose_engine(checkpoint, "cpu", max_auc_drop=-1.0, **kw)
-    assert (strict.backend, strict.precision) == ("openvino", "fp32")
+    assert strict.precision == "fp32" and strict.backend in CPU_BACKENDS
     assert "INT8 failed the accuracy gate" in strict.reason
     # Without data, a gated INT8 engine built earlier is still found; none is built.
     again = choose_engine(checkpoint, "cpu", max_auc_drop=1.0, cache_dir=cache, warn=notes.append)
@@ -71,7 +74,8 @@ def test_cpu_int8_only_behind_the_gate(checkpoint, cache):
 def test_cpu_without_data_is_fp32_and_backend_override_is_kept(checkpoint, cache, tmp_path):
     # A fresh cache: the module's one may hold a gated INT8 engine from the test above.
     choice = choose_engine(checkpoint, "cpu", cache_dir=tmp_path)
-    assert (choice.backend, choice.precision) == ("openvino", "fp32")
+    assert choice.precision == "fp32" and not choice.record["race"]["cached"]
+    assert_race_winner(choice)
     assert "no calibration and validation faces" in choice.reason
     onnx = choose_engine(checkpoint, "cpu", backend="onnx", precision="fp32", cache_dir=cache)
     assert (onnx.backend, onnx.precision, onnx.path.suffix) == ("onnx", "fp32", ".onnx")
@@ -82,6 +86,61 @@ def test_cpu_without_data_is_fp32_and_backend_override_is_kept(checkpoint, cache
     bf16 = choose_engine(checkpoint, "cpu", precision="bf16")
     assert (bf16.backend, bf16.precision, bf16.path) == ("torch", "bf16", checkpoint)
     np.testing.assert_allclose(scores(bf16.load().infer(x)), ref, atol=0.1)
+
+
+def assert_race_winner(choice):
+    """Both CPU runtimes were timed here and the faster one was taken."""
+    race = choice.record["race"]
+    assert race["raced"] and set(race["faces_per_s"]) == set(CPU_BACKENDS)
+    assert choice.backend == max(race["faces_per_s"], key=race["faces_per_s"].get)
+    assert f"{race['faces_per_s'][choice.backend]:.0f}" in choice.reason
+
+
+def test_the_race_verdict_is_remembered_per_machine(checkpoint, tmp_path):
+    first = choose_engine(checkpoint, "cpu", cache_dir=tmp_path, precision="fp32")
+    verdicts = list((tmp_path / "races").glob("*.json"))
+    assert len(verdicts) == 1 and not first.record["race"]["cached"]
+    # Later runs read the verdict instead of timing again: make the loser the recorded winner
+    # and the chooser follows the file.
+    import json
+
+    saved = json.loads(verdicts[0].read_text())
+    loser = next(n for n in CPU_BACKENDS if n != first.backend)
+    verdicts[0].write_text(json.dumps({**saved, "winner": loser}))
+    second = choose_engine(checkpoint, "cpu", cache_dir=tmp_path, precision="fp32")
+    assert (second.backend, second.record["race"]["cached"]) == (loser, True)
+    assert "timed on an earlier run" in second.reason
+    # A verdict for other engines (another checkpoint, runtime or CPU) is not trusted.
+    verdicts[0].write_text(json.dumps({**saved, "winner": loser, "fields": {**saved["fields"], "cpu": "other"}}))
+    third = choose_engine(checkpoint, "cpu", cache_dir=tmp_path, precision="fp32")
+    assert third.record["race"]["raced"] and not third.record["race"]["cached"]
+
+
+def test_a_gated_int8_file_shipped_beside_the_checkpoint_is_the_default(checkpoint, tmp_path):
+    import shutil
+
+    from engines.quantize import accuracy_gate, quantize_onnx, shipped_int8_paths, write_int8_record
+    from engines.backends import load_engine
+
+    ckpt = shutil.copyfile(checkpoint, tmp_path / "model.pt")
+    model, config, _ = load_checkpoint(ckpt)
+    fp32 = export_onnx(model, config, tmp_path / "fp32.onnx")
+    qdq, _ = shipped_int8_paths(ckpt)
+    quantize_onnx(fp32, qdq, calibration(config))
+    gate = accuracy_gate(load_engine(fp32, "cpu", "onnx"), load_engine(qdq, "cpu", "onnx"),
+                         validation(config), drift(config), max_auc_drop=1.0)
+    write_int8_record(qdq, ckpt, gate, calibration="realorfake Train (64 faces)")
+    choice = choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache", max_auc_drop=1.0)
+    assert choice.precision == "int8" and "shipped" in choice.reason
+    assert choice.record["build"]["gate"]["auc_drop"] == pytest.approx(gate.auc_drop)
+    x = crops("Test-Dev", config, limit=24)[0]
+    got, ref = scores(choice.load().infer(x)), scores(load_engine(qdq, "cpu", "onnx").infer(x))
+    assert ref.std() > 0.05 and np.abs(got - ref).max() < 0.05
+    # Gate limits still apply to the shipped figures.
+    assert choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache", max_auc_drop=-1.0).precision == "fp32"
+    # A retrained checkpoint no longer matches the record: its INT8 file is ignored.
+    save_checkpoint(ckpt, model, config, extra={"retrained": True})
+    assert choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache").precision == "fp32"
 
 
 def test_explicit_engine_files_are_kept(checkpoint, tmp_path):

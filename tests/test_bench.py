@@ -126,7 +126,7 @@ def _check_well_formed(table, out, resolutions, with_baseline=True):
             assert r["faces_per_s"] > 0 and r["infer_s"] > 0 and r["mean_batch_ms"] > 0
             assert r["p95_batch_ms"] >= r["mean_batch_ms"] * 0.5
     for r in (r for r in rows if r["pipeline"] == "dfscan"):
-        assert r["dali_s"] > 0 and r["read_s"] >= 0 and r["backend"] == "onnx"
+        assert r["dali_s"] > 0 and r["read_s"] >= 0 and r["backend"] in ("onnx", "openvino")  # auto: raced
         if with_baseline:
             assert r["speedup_vs_baseline"] > 0
     meta = read_settings(out / "bench.parquet")

@@ -11,6 +11,8 @@ resolution × pipeline goes to ``bench.parquet``, rewritten after each resolutio
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import tempfile
 from dataclasses import dataclass
@@ -73,7 +75,9 @@ class BenchSettings:
     resolutions: str | None = None
     batch_size: int = 64
     device: str = "auto"
-    backend: str = "auto"  # auto: a TensorRT plan where TensorRT runs, else ONNX Runtime
+    backend: str = "auto"  # auto: a TensorRT plan where TensorRT runs, else the faster CPU runtime here
+    precision: str = "fp32"  # int8: CPU runtimes, calibrated on calib_data (default: the benched images)
+    calib_data: str | None = None
     baseline: bool = True
     baseline_workers: int | None = None  # DataLoader workers; None: min(4, cores)
     max_faces: int | None = None
@@ -165,7 +169,13 @@ def bench_resolution(catalog, source, res: int, s: BenchSettings, device: str, t
     # faces per batch within the pixel budget, for every pipeline alike (memory bounded at any size)
     run = RunSettings(batch_size=s.batch_size, device=device, threshold=s.threshold,
                       num_threads=s.num_threads).fitted((res, res), log)
-    engine, model, config, note = build_engine(source, res, s.backend, device, run.batch_size, tmp)
+    calibration = None
+    if s.precision == "int8":
+        from scanner.run.training import face_batches
+
+        calibration = face_batches(s.calib_data)
+    engine, model, config, note = build_engine(source, res, s.backend, device, run.batch_size, tmp,
+                                               s.precision, calibration)
     base = {**common, "res": res, "backend": engine.name, "batch_size": run.batch_size}
     step(f"{res}px dfscan")
     warm_up(engine, catalog, run, tmp / "warm-up")
@@ -174,7 +184,7 @@ def bench_resolution(catalog, source, res: int, s: BenchSettings, device: str, t
         scan = time_scan(catalog, engine, run, tmp / f"dfscan-{res}", meta)
     dfscan_scores = _scores(scan.faces)
     ok_images = {catalog.faces[f].image_id for f in dfscan_scores}
-    dfscan = {**base, "pipeline": "dfscan", "precision": "fp32",
+    dfscan = {**base, "pipeline": "dfscan", "precision": s.precision,
               **_rates(len(ok_images), len(dfscan_scores), scan.total_s),
               **_latency(scan.batch_s), "infer_s": scan.infer_s, "write_s": scan.write_s,
               "wait_s": scan.total_s - scan.infer_s - scan.write_s, **probe.fields(),
@@ -230,6 +240,8 @@ def run_bench(images_dir, out_dir, source, settings: BenchSettings, dataset: str
     from scanner.run.job import resolve_device
 
     device = resolve_device(settings.device)
+    if settings.precision == "int8" and settings.calib_data is None:  # calibrate on the benched faces
+        settings = dataclasses.replace(settings, calib_data=str(images_dir))
     full = load_catalog(images_dir, annotations)
     catalog = _limit(full, settings.max_faces)
     if not catalog.faces:

@@ -106,12 +106,15 @@ def _trt_plan(onnx_path: Path, config, batch_size: int) -> tuple[Path | None, st
         return None, f"TensorRT build failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
 
 
-def build_engine(source: ModelSource, res: int, backend: str, device: str, batch_size: int, tmp: Path):
+def build_engine(source: ModelSource, res: int, backend: str, device: str, batch_size: int, tmp: Path,
+                 precision: str = "fp32", calibration=None):
     """``(engine, torch model, config, note)`` at ``res``: the engine file is written under ``tmp``.
 
-    ``backend``: 'auto' (TensorRT plan where TensorRT runs, else ONNX Runtime), 'onnx', 'openvino'
-    (the same ONNX file, read by OpenVINO; CPU only), 'torch' or 'trt'.
-    ``note`` says why a TensorRT plan was not used, when it was wanted.
+    ``backend``: 'auto' (a TensorRT plan where TensorRT runs on a GPU; on a CPU whichever of
+    OpenVINO and ONNX Runtime is faster here, timed like ``dfscan run`` does, engines.race),
+    'onnx', 'openvino' (CPU only), 'torch' or 'trt'. ``precision`` 'int8' (CPU) quantises the
+    ONNX export on ``calibration(config)`` batches. ``note`` says why a TensorRT plan was not
+    used, when it was wanted, or what the race measured.
     """
     from engines.backends import load_engine
     from engines.export import export_onnx, export_pt
@@ -119,16 +122,37 @@ def build_engine(source: ModelSource, res: int, backend: str, device: str, batch
     model, config = source.build(res)
     stem = Path(tmp) / f"{config.arch}-{res}"
     note = ""
+    if precision == "int8" and (device == "gpu" or backend in ("torch", "trt")):
+        raise DfscanError("bench --precision int8 times the CPU runtimes (onnx, openvino); use --device cpu")
     if backend == "torch":
         path = export_pt(model, config, stem.with_suffix(".pt"))
     else:
         path = export_onnx(model, config, stem.with_suffix(".onnx"))
+        if precision == "int8":
+            from engines.quantize import quantize_onnx
+
+            path = quantize_onnx(path, stem.with_name(stem.name + "-int8.onnx"), calibration(config))
         if backend in ("auto", "trt"):
             plan, note = _trt_plan(path, config, batch_size) if device == "gpu" else (None, "")
             if plan is not None:
                 path = plan
             elif backend == "trt":
                 raise DfscanError(f"--backend trt: no TensorRT plan ({note or 'needs --device gpu'})")
+    if backend == "auto" and device != "gpu":
+        backend, note = _race(path, config)
     engine = load_engine(path, device="cuda" if device == "gpu" else "cpu",
                          backend="openvino" if backend == "openvino" else None)
     return engine, model, config, note
+
+
+def _race(path: Path, config) -> tuple[str, str]:
+    """The faster CPU runtime for this file here, as ``dfscan run`` picks it (engines.race)."""
+    from engines.backends import backend_for, load_engine
+    from engines.cache import default_cache_dir, library_version
+    from engines.race import fastest
+
+    names = [n for n in ("openvino", "onnx") if backend_for(path, n).available()[0]]
+    name, figures = fastest({n: (path, library_version(n)) for n in names}, config.input_size, None,
+                            default_cache_dir(), lambda n, p: load_engine(p, "cpu", n))
+    speeds = ", ".join(f"{n} {v:.0f}" for n, v in figures.get("faces_per_s", {}).items())
+    return name, f"{name}: the faster CPU runtime here ({speeds} faces/s)" if speeds else ""

@@ -30,7 +30,11 @@ from scanner.errors import DfscanError
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "onnx", "openvino", "torch", "trt"]), default="auto",
               show_default=True, help="dfscan engine; auto: a TensorRT plan on a GPU where TensorRT "
-                                      "runs, else ONNX Runtime.")
+                                      "runs, else the faster of OpenVINO and ONNX Runtime here (as run).")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8: the CPU runtimes on a static QDQ model calibrated on --calib-data.")
+@click.option("--calib-data", type=click.Path(file_okay=False, exists=True), default=None,
+              help="--precision int8: images whose faces calibrate it (default: the benched images).")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also time PIL + DataLoader + eager torch on the same faces.")
 @click.option("--workers", type=int, default=None, help="Baseline DataLoader workers. Default: min(4, cores).")
@@ -48,7 +52,7 @@ def bench(**options):
 
 
 def _bench_command(res, engine_path, arch, data, split, synthetic, faces_per_image, seed, batch_size,
-                   device, backend, baseline, workers, max_faces, out_dir, overwrite, quiet):
+                   device, backend, precision, calib_data, baseline, workers, max_faces, out_dir, overwrite, quiet):
     from scanner.bench.engines import resolve_source
     from scanner.run.job import DEFAULT_ENGINE
 
@@ -61,7 +65,7 @@ def _bench_command(res, engine_path, arch, data, split, synthetic, faces_per_ima
     if (Path(out_dir) / "bench.parquet").exists() and not overwrite:
         raise DfscanError(f"{Path(out_dir) / 'bench.parquet'} exists; pass --overwrite or choose another --out")
     source = resolve_source(engine_path, arch, DEFAULT_ENGINE, seed)
-    settings = BenchSettings(res, batch_size, device, backend, baseline, workers, max_faces)
+    settings = BenchSettings(res, batch_size, device, backend, precision, calib_data, baseline, workers, max_faces)
     parse_resolutions(res, 224)  # a malformed --res fails before any work
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     if data is not None:

@@ -20,8 +20,12 @@ from scanner.errors import DfscanError
                                          "(static QDQ for ONNX Runtime and OpenVINO).")
 @click.option("--calib-data", type=click.Path(file_okay=False, exists=True), default=None,
               help="--int8: an images folder (annotations found as for 'run').")
+@click.option("--gate-data", type=click.Path(file_okay=False, exists=True), default=None,
+              help="--int8 --format onnx of a CHECKPOINT: labelled images (e.g. Images/Val) to gate the INT8 "
+                   "file on; writes <out>.json beside it, so the file can ship next to the checkpoint "
+                   "as <checkpoint stem>.int8.onnx and become the CPU default where it passed.")
 @click.option("--max-batch", type=int, default=128, show_default=True, help="plan: largest batch.")
-def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, max_batch):
+def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, gate_data, max_batch):
     """Export CHECKPOINT (or a fresh --arch model) as an engine file.
 
     Example: dfscan export --arch mobilenetv2 --format onnx --out mobilenet.onnx
@@ -34,6 +38,8 @@ def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, max_ba
         raise DfscanError("--int8 needs --calib-data IMAGES (a folder of representative faces)")
     if int8 and fmt == "pt":
         raise DfscanError("--int8: a .pt checkpoint stays fp32; export --format onnx, openvino or plan")
+    if gate_data and not (int8 and fmt == "onnx" and checkpoint):
+        raise DfscanError("--gate-data gates an INT8 ONNX file made from a checkpoint: add --int8 --format onnx CHECKPOINT")
     if fmt == "plan":
         path = _export_plan(model, config, out, fp16, int8, calib_data, max_batch)
     elif int8:
@@ -41,6 +47,27 @@ def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, max_ba
     else:
         path = do_export(model, config, fmt, out)
     click.echo(f"wrote {path} ({config.arch}, {config.input_size[0]}x{config.input_size[1]})")
+    if gate_data:
+        click.echo(_gate_int8(model, config, checkpoint, path, calib_data, gate_data))
+
+
+def _gate_int8(model, config, checkpoint, qdq, calib_data, gate_data) -> str:
+    """Gate the INT8 file against the fp32 model on labelled faces and record it beside the file."""
+    import tempfile
+    from pathlib import Path
+
+    from engines.backends import load_engine
+    from engines.export import export_onnx
+    from engines.quantize import accuracy_gate, write_int8_record
+    from scanner.run.training import face_batches
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = load_engine(export_onnx(model, config, Path(tmp) / "fp32.onnx"), "cpu", "onnx")
+        validation = face_batches(gate_data, with_labels=True)
+        gate = accuracy_gate(fp32, load_engine(qdq, "cpu", "onnx"), validation(config),
+                             (b for b, _ in validation(config)))
+    record = write_int8_record(qdq, checkpoint, gate, calibration=str(calib_data), validation=str(gate_data))
+    return f"{gate.summary()}\nwrote {record}"
 
 def _export_plan(model, config, out, fp16, int8, calib_data, max_batch):
     """ONNX first, then TensorRT; INT8 calibrates on crops made by the scan's own pipeline."""

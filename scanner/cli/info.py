@@ -40,6 +40,10 @@ def engines(engine_path, device, engine_settings):
     settings = RunSettings(device=resolve_device(device), **engine_settings)
     choice = choose(engine_path, settings, log=lambda m: click.echo(m, err=True))
     click.echo(f"dfscan run would use: {choice.reason}\n  {choice.path}")
+    race = (choice.record or {}).get("race") or {}
+    if race.get("raced"):
+        click.echo(f"  runtime race on this CPU (batch {race['batch']}, best of {race['rounds']}): "
+                   + ", ".join(f"{n} {v:.0f} faces/s" for n, v in race["faces_per_s"].items()))
     gate = ((choice.record or {}).get("build") or {}).get("gate")
     if gate:
         click.echo("  INT8 accuracy gate: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

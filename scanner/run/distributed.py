@@ -12,6 +12,8 @@ Only this module imports Ray, and only ``--ray`` imports this module.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import signal
 import socket
@@ -47,16 +49,23 @@ class RayOptions:
 class ShardScanner:
     """One Ray worker: its engine and DALI pipeline are built on first use and kept."""
 
-    def __init__(self, engine_path: str, settings):
-        self.engine_path, self.settings = engine_path, settings
+    def __init__(self, engine_path: str, settings, backend: str | None = None):
+        self.engine_path, self.settings, self.backend = engine_path, settings, backend
         self.engine = self.cropper = None
 
     def _open(self):
         if self.engine is None:
-            from engines.backends import load_engine
             from scanner.pipeline.cropper import Cropper
 
-            self.engine = load_engine(self.engine_path, "cuda" if self.settings.device == "gpu" else "cpu")
+            if self.settings.device == "gpu":  # the GPU's own fastest engine, built on this node
+                from engines.autoselect import choose_engine
+
+                self.engine = choose_engine(self.engine_path, "cuda", self.settings.backend,
+                                            self.settings.precision, cache_dir=self.settings.cache_dir).load()
+            else:  # the driver chose and built the CPU engine; one core per worker
+                from engines.backends import load_engine
+
+                self.engine = load_engine(self.engine_path, "cpu", self.backend, threads=1)
             self.cropper = Cropper(self.engine.config, self.settings)
         return self.engine
 
@@ -146,10 +155,18 @@ class RayScanner:
         self.threshold = settings.threshold
         workers = self.opts.workers or max(1, int(have.get("GPU", 0) // gpus if gpus else have.get("CPU", 1)))
         self.engine_path = os.path.abspath(engine_path)  # the same path on every node (shared storage)
+        self.choice, backend = None, None
+        if not gpus:  # CPU workers: choose (build, gate, race) once here, not once per worker
+            from scanner.run.engine import choose
+
+            self.choice = choose(engine_path, dataclasses.replace(settings, engine_threads=1), log)
+            log(f"engine: {self.choice.reason} ({self.choice.path})")
+            backend = self.choice.backend
+            self.engine_path = os.path.abspath(self.choice.path)  # the cache must be shared storage too
         tag = uuid.uuid4().hex[:8]  # names show in 'ray list actors'; unique per job
         self.actors = [ShardScanner.options(name=f"dfscan-{tag}-worker-{n}", num_cpus=1, num_gpus=gpus,
                                             max_restarts=-1, max_task_retries=self.opts.retries)
-                       .remote(self.engine_path, settings) for n in range(workers)]
+                       .remote(self.engine_path, settings, backend) for n in range(workers)]
         self.starting = {a.describe.remote(): a for a in self.actors}
         self.free: deque = deque()
         what = f"{workers} worker{'s' * (workers != 1)} on " + (f"GPU ({gpus:g} each)" if gpus else "CPU")

@@ -86,7 +86,7 @@ def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=prin
     from scanner.run.distributed import RayScanner
 
     with RayScanner(engine_path or DEFAULT_ENGINE, settings, ray, log) as pool:
-        yield pool.engine, pool.engine_path, None, functools.partial(pool.scan, catalog)
+        yield pool.engine, Path(engine_path or DEFAULT_ENGINE), pool.choice, functools.partial(pool.scan, catalog)
 
 
 def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSettings | None = None,
