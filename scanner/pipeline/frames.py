@@ -70,11 +70,17 @@ def open_video(path: Path):
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError as exc:
         raise FaceError(UNREADABLE_FILE, f"{path}: {exc.strerror}") from None
+    except av.error.EOFError:  # a header and then nothing: what muxers write for a clip of 0 frames
+        raise FaceError(NO_FRAMES, "the file ends before its first frame (a clip of 0 frames, or cut "
+                                   "short); re-encode or re-download it") from None
     except av.error.FFmpegError as exc:
         if _is_mp4(path):  # an MP4 header but no index: the download or copy was cut short
             raise FaceError(TRUNCATED_FILE, f"an MP4 that cannot be opened, likely truncated (no moov atom): "
                                             f"{_ffmpeg_reason(exc)}; re-download or re-encode it") from None
         raise FaceError(UNSUPPORTED_FORMAT, f"not a readable video ({_ffmpeg_reason(exc)})") from None
+    if not container.streams:  # MP4 drops the track of a clip of 0 frames
+        container.close()
+        raise FaceError(NO_FRAMES, "the file holds no stream at all (a clip of 0 frames)")
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
