@@ -37,7 +37,7 @@ class VideoInfo:
     frames: int | None  # as the container states it (0 or None: unknown)
     codec: str
     rotation: int = 0  # degrees (counter-clockwise) the stored frames are turned to stand upright
-    vfr: bool = False  # average and nominal frame rates differ
+    vfr: bool = False  # set while decoding: see ``sampled_frames``
 
 
 @dataclass
@@ -106,9 +106,8 @@ def video_info(container, stream) -> VideoInfo:
         duration = container.duration / 1_000_000
     avg, nominal = _rate(stream.average_rate), _rate(stream.guessed_rate or stream.base_rate)
     w, h = stream.codec_context.width, stream.codec_context.height
-    vfr = bool(avg and nominal and abs(avg - nominal) / nominal > 0.02)
     return VideoInfo(int(w), int(h), duration, avg or nominal, int(stream.frames or 0) or None,
-                     stream.codec_context.name, 0, vfr)
+                     stream.codec_context.name)
 
 
 def sample_times(info: VideoInfo, frames_per_video: int | None, fps: float | None) -> list[float]:
@@ -151,12 +150,17 @@ def _upright(frame) -> tuple[np.ndarray, int]:
     return (np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb), turns * 90
 
 
-def sampled_frames(container, stream, targets) -> Iterator[Frame]:
+def sampled_frames(container, stream, targets, info: VideoInfo | None = None) -> Iterator[Frame]:
     """The sampled frames in clip order, one per target (a frame serves one target). Raises
-    FaceError(decode_error) when FFmpeg stops on broken data, or no_frames for a clip with none."""
+    FaceError(decode_error) when FFmpeg stops on broken data, or no_frames for a clip with none.
+
+    Sets ``info.vfr`` when the decoded frames' intervals differ by more than a quarter (plus 2 ms
+    for timestamps rounded to milliseconds, as Matroska stores them).
+    """
     import av
 
     index, taken, seen = -1, 0, 0
+    last, gaps = None, [math.inf, 0.0]  # previous timestamp; shortest and longest interval
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
     fps = _rate(stream.average_rate) or _rate(stream.guessed_rate) or 25.0
     try:
@@ -164,6 +168,11 @@ def sampled_frames(container, stream, targets) -> Iterator[Frame]:
             index += 1
             seen += 1
             t = frame.time - start if frame.time is not None else index / fps
+            if last is not None and t > last:
+                gaps = [min(gaps[0], t - last), max(gaps[1], t - last)]
+                if info is not None and gaps[1] > 1.25 * gaps[0] + 0.002:
+                    info.vfr = True
+            last = t
             if taken >= len(targets):
                 break
             if t + 1e-6 < targets[taken]:

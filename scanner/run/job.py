@@ -17,7 +17,7 @@ from scanner.output.metrics import METRICS_SCHEMA, metrics_table
 from scanner.output.parts import RunOutput
 from scanner.run.engine import DEFAULT_ENGINE, budget_threads, open_engine
 from scanner.run.scan import scan
-from scanner.run.videos import VideoSettings, scan_videos
+from scanner.run.videos import VideoSettings, saved_videos, scan_videos
 from scanner.catalog.videos import ID_SPAN, find_videos, read_labels
 from scanner.output.videos import video_metrics_table, videos_table
 from scanner.settings import RunSettings
@@ -166,9 +166,10 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
             output.record_session(len(todo), scanned, True, time.perf_counter() - start)
             output.flush()
             bar.close()
-            saved = len(output.done_face_ids())
-            raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} faces are saved in {output.dir}; "
-                                 "run the same command with --resume to finish") from None
+            saved = sum(1 for f in output.done_face_ids() if f in catalog.faces)
+            clips_saved = f" and {len(saved_videos(clips, output))} of {len(clips)} videos" if clips else ""
+            raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} image faces{clips_saved} are saved "
+                                 f"in {output.dir}; run the same command with --resume to finish") from None
         bar.close()
     faces_path = output.dir / "faces.parquet"
     if not output.complete:

@@ -62,13 +62,13 @@ class VideoScanner:
         faces: list[dict] = []
         info = {"status": OK, "error": None, "frames_sampled": 0}
         tracker = IouTracker(self.vs.min_iou, self.vs.max_gap)
-        chunk, container = [], None
+        chunk, container, vi = [], None, None
         try:
             container, stream = open_video(video.path)
             vi = video_info(container, stream)
-            info.update(duration_s=vi.duration_s, fps=vi.fps, codec=vi.codec, vfr=vi.vfr, width=vi.width,
-                        height=vi.height)
-            for frame in sampled_frames(container, stream, sample_times(vi, self.vs.frames_per_video, self.vs.fps)):
+            info.update(duration_s=vi.duration_s, fps=vi.fps, codec=vi.codec, width=vi.width, height=vi.height)
+            targets = sample_times(vi, self.vs.frames_per_video, self.vs.fps)
+            for frame in sampled_frames(container, stream, targets, vi):
                 info["frames_sampled"] += 1
                 info.update(rotation_deg=frame.rotation, height=frame.rgb.shape[0], width=frame.rgb.shape[1])
                 chunk.append(frame)
@@ -80,6 +80,8 @@ class VideoScanner:
         finally:
             if container is not None:
                 container.close()
+            if vi is not None:
+                info["vfr"] = vi.vfr
         if chunk:  # frames sampled before a decoding error still count
             faces += self._faces(chunk, tracker, len(faces))
         if not faces:  # the clip keeps one row that says why it has no face
@@ -156,6 +158,16 @@ def _summary_path(out_dir, video):
     return out_dir / PARTS / f"video-{video.index:06d}.json"
 
 
+def saved_videos(videos, output) -> dict[int, dict]:
+    """``{video index: its videos.parquet row}`` for the clips ``output`` already holds whole."""
+    rows = {}
+    for video in videos:
+        path = _summary_path(output.dir, video)
+        if path.is_file():
+            rows[video.index] = json.loads(path.read_text())
+    return rows
+
+
 def scan_videos(videos, engine, settings, detect, vs: VideoSettings, output, progress=True, log=print):
     """Scan each clip not yet saved in ``output`` (a RunOutput); returns every clip's
     ``videos.parquet`` row in file order (saved ones read back) and the number of face rows this
@@ -166,11 +178,7 @@ def scan_videos(videos, engine, settings, detect, vs: VideoSettings, output, pro
     if changed:
         raise DfscanError(f"{output.dir}: the earlier run sampled videos with other settings "
                           f"({', '.join(changed)}); rerun it as it was, or --overwrite")
-    rows, written = {}, 0
-    for video in videos:
-        path = _summary_path(output.dir, video)
-        if path.is_file():
-            rows[video.index] = json.loads(path.read_text())
+    rows, written = saved_videos(videos, output), 0
     todo = [v for v in videos if v.index not in rows]
     if rows:
         log(f"resuming: {len(rows)} videos already saved, {len(todo)} left")
