@@ -145,7 +145,7 @@ class _Endless:
 
 def _upright(frame) -> tuple[np.ndarray, int]:
     """The RGB frame turned as its display matrix says (PyAV: counter-clockwise degrees)."""
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))  # FFmpeg pads rows; DALI wants them packed
     turns = round((frame.rotation or 0) / 90) % 4
     return (np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb), turns * 90
 

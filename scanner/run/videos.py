@@ -23,7 +23,7 @@ from scanner.pipeline.frames import (DEFAULT_FRAMES_PER_VIDEO, open_video, sampl
                                      video_info)
 from scanner.pipeline.geometry import face_roi
 from scanner.run.scan import softmax_fake
-from scanner.status import NO_FACE, OK, FaceError
+from scanner.status import DECODE_ERROR, NO_FACE, OK, FaceError
 
 
 @dataclass
@@ -134,12 +134,10 @@ class VideoScanner:
         return faces
 
     def _score(self, frames, todo):
-        from scanner.pipeline.graphs import build_frames_pipeline, run_frames_batch
+        from scanner.pipeline.cropper import dali_reason
+        from scanner.pipeline.graphs import run_frames_batch
 
         size = self.settings.batch_size
-        if self.pipe is None and todo:
-            self.pipe = build_frames_pipeline(self.engine.config, size, self.settings.device,
-                                              self.settings.num_threads)
         for start in range(0, len(todo), size):
             part = todo[start:start + size]
             owner: dict[int, int] = {}  # frame number in chunk → its owner slot in this batch
@@ -149,9 +147,23 @@ class VideoScanner:
                 owner.setdefault(k, slot)
                 slots.append(frames[k].rgb if first else None)
                 source.append(owner[k])
-            crops = run_frames_batch(self.pipe, slots, source, [roi for _, _, roi in part])
+            try:
+                crops = run_frames_batch(self._pipe(), slots, source, [roi for _, _, roi in part])
+            except RuntimeError as exc:  # DALI refused the batch: its faces say why, the clip goes on
+                self.close()
+                for face, _, _ in part:
+                    face.update(status=DECODE_ERROR, error=dali_reason(exc))
+                continue
             for (face, _, _), score in zip(part, softmax_fake(self.engine.infer(crops))):
                 face["score"] = float(score)
+
+    def _pipe(self):
+        from scanner.pipeline.graphs import build_frames_pipeline
+
+        if self.pipe is None:
+            self.pipe = build_frames_pipeline(self.engine.config, self.settings.batch_size, self.settings.device,
+                                              self.settings.num_threads)
+        return self.pipe
 
 
 def _summary_path(out_dir, video):
