@@ -66,7 +66,8 @@ def _bench_videos(o):
     from scanner.settings import RunSettings
 
     if (Path(o["out_dir"]) / "bench_videos.parquet").exists() and not o["overwrite"]:
-        raise DfscanError(f"{Path(o['out_dir']) / 'bench_videos.parquet'} exists; pass --overwrite or choose another --out")
+        raise DfscanError(f"{Path(o['out_dir']) / 'bench_videos.parquet'} exists; pass --overwrite or choose "
+                          "another --out")
     settings = RunSettings(batch_size=o["batch_size"], device=resolve_device(o["device"]), isolate_decoder=False)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     table = bench_videos(o["videos"], o["out_dir"], o["engine_path"], settings, DetectSettings(),

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner.catalog import Catalog, load_catalog
+from scanner.catalog.videos import video_of_face
 from scanner.errors import DfscanError
 from scanner.explain.plots import Explained, crop_to_rgb, save_compare_grid, save_contact_sheet, save_face_png
 from scanner.status import OK
@@ -57,8 +58,15 @@ def select_faces(faces: pa.Table, select: str, limit: int) -> list[dict]:
         if missing:
             raise DfscanError(f"--select {select!r}: face_id {', '.join(map(str, missing[:5]))} "
                               "not in the scan")
+        on_video = [i for i in ids if video_of_face(i) is not None]
+        if on_video:
+            r = by_id[on_video[0]]
+            raise DfscanError(f"--select {select!r}: face {r['face_id']} lies on frame {r['frame']} of the video "
+                              f"{r['file']}; explain does not decode video frames again yet, so choose image faces")
         return [by_id[i] for i in dict.fromkeys(ids)]
-    scored = [r for r in rows if r["status"] == OK and r["score_fake"] is not None]
+    # video faces are left out: re-making their crops means decoding the clip again (not done yet)
+    scored = [r for r in rows if r["status"] == OK and r["score_fake"] is not None
+              and video_of_face(r["face_id"]) is None]
     if select == "top-fake":
         return sorted(scored, key=lambda r: -r["score_fake"])[:limit]
     if select == "misclassified":
