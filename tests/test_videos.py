@@ -205,9 +205,9 @@ def test_resume_redoes_only_unsaved_clips(tmp_path, engines_dir):
     assert proc.returncode != 0 and "--resume" in err
     saved = len(list((out / "parts").glob("video-*.json")))
     assert 1 <= saved < 4
-    subprocess.run(cmd + ["--out", str(out), "--resume"], env=env, check=True, capture_output=True, timeout=300)
-    run_job(clips, tmp_path / "whole", engines_dir / "m.onnx", settings=_settings(), progress=False,
-            log=lambda m: None, detect=DetectSettings(), videos=VideoSettings(frames_per_video=3))
+    for target, resume in ((out, True), (tmp_path / "whole", False)):  # the resume, and a run never stopped
+        run_job(clips, target, engines_dir / "m.onnx", settings=_settings(), resume=resume, progress=False,
+                log=lambda m: None, detect=DetectSettings(), videos=VideoSettings(frames_per_video=3))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sessions"][-1]["faces_scanned"] == 3 * (4 - saved)
     keys = ["file", "face_id", "frame", "track_id", "score_fake", "status"]
