@@ -10,6 +10,7 @@ the child and nothing else). Frames are streamed, so both peaks should be alike.
 from __future__ import annotations
 
 import argparse
+import fractions
 import json
 import os
 import subprocess
@@ -36,7 +37,7 @@ def make_clip(path: Path, seconds: float, source: Path = SOURCE) -> int:
         stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
         for k in range(n):
             frame = frames[k % len(frames)]
-            frame.pts = None
+            frame.pts, frame.time_base = k, fractions.Fraction(1, fps)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():

@@ -216,3 +216,31 @@ def test_resume_redoes_only_unsaved_clips(tmp_path, engines_dir):
     cols = ["file", "faces", "tracks", "score_fake", "status"]
     assert (pq.read_table(out / "videos.parquet").select(cols).to_pylist()
             == pq.read_table(tmp_path / "whole" / "videos.parquet").select(cols).to_pylist())
+
+
+def test_ray_refuses_a_folder_with_videos_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from scanner.cli import main
+
+    write_clip(tmp_path / "a.mp4", face_frames(2))
+    res = CliRunner().invoke(main, ["run", str(tmp_path), "--ray", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "1 video files, which --ray does not scan yet" in res.output
+
+
+@pytest.mark.slow
+def test_bench_videos_times_three_passes(tmp_path, engines_dir):
+    from scanner.bench.videos import bench_videos, summary_lines
+
+    (tmp_path / "clips").mkdir()
+    write_clip(tmp_path / "clips" / "a.mp4", face_frames(10))
+    table = bench_videos(tmp_path / "clips", tmp_path / "out", str(engines_dir / "m.onnx"), _settings(),
+                         DetectSettings(), VideoSettings(frames_per_video=3), progress=False, log=lambda m: None)
+    rows = {r["pass"]: r for r in table.to_pylist()}
+    assert set(rows) == {"decode", "video", "jpeg"}
+    assert rows["decode"]["frames_sampled"] == rows["video"]["frames_sampled"] == rows["jpeg"]["frames_sampled"] == 3
+    assert rows["video"]["faces"] == rows["jpeg"]["faces"] == 3  # the same faces found both ways
+    assert all(r["seconds"] > 0 for r in rows.values())
+    assert pq.read_table(tmp_path / "out" / "bench_videos.parquet").num_rows == 3
+    assert summary_lines(table)[-1].startswith("video / jpeg faces/s: ")
