@@ -244,3 +244,20 @@ def test_bench_videos_times_three_passes(tmp_path, engines_dir):
     assert all(r["seconds"] > 0 for r in rows.values())
     assert pq.read_table(tmp_path / "out" / "bench_videos.parquet").num_rows == 3
     assert summary_lines(table)[-1].startswith("video / jpeg faces/s: ")
+
+
+def test_explain_decodes_a_video_face_again(scanned, engines_dir, tmp_path):
+    """explain re-makes a video face's crop from its frame (rotated clips too): the torch
+    checkpoint scores the re-made crop as the ONNX engine scored the scan's crop."""
+    from scanner.explain.explain import run_explain
+
+    _, out, _, faces = scanned
+    chosen = [r for r in faces if r["file"] == "face.mp4"][1:3] + [r for r in faces if r["file"] == "rotated.mp4"][:1]
+    ids = ",".join(str(r["face_id"]) for r in chosen)
+    run_explain(out / "faces.parquet", engines_dir / "m.pt", f"ids:{ids}", out_dir=tmp_path / "ex", device="cpu",
+                progress=False, log=lambda m: None)
+    rows = pq.read_table(tmp_path / "ex" / "explain.parquet").to_pylist()
+    assert [r["face_id"] for r in rows] == [r["face_id"] for r in chosen]
+    assert len({round(r["scan_score_fake"], 4) for r in rows}) == 3  # the varying engine tells the crops apart
+    for r in rows:
+        assert r["score_fake"] == pytest.approx(r["scan_score_fake"], abs=1e-4), r

@@ -139,7 +139,7 @@ class _Endless:
     def __getitem__(self, k: int) -> float:
         return k * self.step
 
-    def __len__(self) -> int:  # pragma: no cover - never asked for a finite length
+    def __len__(self) -> int:  # sampled_frames stops at the clip's end first
         return 2 ** 62
 
 
@@ -185,3 +185,23 @@ def sampled_frames(container, stream, targets, info: VideoInfo | None = None) ->
         raise FaceError(DECODE_ERROR, f"FFmpeg stopped {where}: {_ffmpeg_reason(exc)}") from None
     if seen == 0:
         raise FaceError(NO_FRAMES, "the video stream holds no decodable frame")
+
+
+def frames_at(container, stream, indices) -> Iterator[Frame]:
+    """The frames with these decoded-frame ``indices`` (as ``Frame.index`` numbers them), upright,
+    streamed in clip order; ``dfscan explain`` re-makes a video face's crop from its frame."""
+    import av
+
+    wanted, index = set(indices), -1
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+    try:
+        for frame in container.decode(stream):
+            index += 1
+            if index in wanted:
+                t = frame.time - start if frame.time is not None else 0.0
+                yield Frame(index, round(float(t), 6), *_upright(frame))
+                wanted.discard(index)
+                if not wanted:
+                    return
+    except av.error.FFmpegError as exc:
+        raise FaceError(DECODE_ERROR, f"FFmpeg stopped after frame {index}: {_ffmpeg_reason(exc)}") from None
