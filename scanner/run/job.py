@@ -1,4 +1,5 @@
-"""One ``dfscan run``: catalog → engine → scan → parts → faces.parquet (+ metrics.parquet)."""
+"""One ``dfscan run``: catalog → engine → scan → parts → faces.parquet (+ metrics.parquet), then the
+folder's video files (``scanner.run.videos``) → videos.parquet (+ video_metrics.parquet)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,15 +12,15 @@ import pyarrow.parquet as pq
 
 from engines.files import versions, write_table
 from scanner.catalog import load_catalog
+from scanner.catalog.videos import ID_SPAN, find_videos, read_labels
 from scanner.detect import detect as detection
 from scanner.errors import DfscanError, RunInterrupted
 from scanner.output.metrics import METRICS_SCHEMA, metrics_table
 from scanner.output.parts import RunOutput
+from scanner.output.videos import video_metrics_table, videos_table
 from scanner.run.engine import DEFAULT_ENGINE, budget_threads, open_engine
 from scanner.run.scan import scan
 from scanner.run.videos import VideoSettings, saved_videos, scan_videos
-from scanner.catalog.videos import ID_SPAN, find_videos, read_labels
-from scanner.output.videos import video_metrics_table, videos_table
 from scanner.settings import RunSettings
 
 
