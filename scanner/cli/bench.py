@@ -42,13 +42,43 @@ from scanner.errors import DfscanError
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace a bench.parquet already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Bench scanning the video files below this folder instead: decode only, the video "
+                   "scan, and the same sampled frames as JPEG images (OUT/bench_videos.parquet).")
+@click.option("--frames-per-video", type=click.IntRange(min=1), default=32, show_default=True,
+              help="--videos: frames sampled per clip.")
 def bench(**options):
     """Time dfscan against PIL + eager torch across input resolutions; write OUT/bench.parquet
     and OUT/bench.png.
 
     Example: dfscan bench --res 32..1024 --data ../shared/data/realorfake --split Test-Dev --out bench/
+
+    Videos: dfscan bench --videos ../shared/data/videos --out bench-videos/
     """
+    if options["videos"] is not None:
+        _bench_videos(options)
+        return
+    del options["videos"], options["frames_per_video"]
     _bench_command(**options)
+
+
+def _bench_videos(o):
+    from scanner.bench.videos import bench_videos, summary_lines
+    from scanner.detect.detect import DetectSettings
+    from scanner.run.job import resolve_device
+    from scanner.run.videos import VideoSettings
+    from scanner.settings import RunSettings
+
+    if (Path(o["out_dir"]) / "bench_videos.parquet").exists() and not o["overwrite"]:
+        raise DfscanError(f"{Path(o['out_dir']) / 'bench_videos.parquet'} exists; pass --overwrite or choose "
+                          "another --out")
+    settings = RunSettings(batch_size=o["batch_size"], device=resolve_device(o["device"]), isolate_decoder=False)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    table = bench_videos(o["videos"], o["out_dir"], o["engine_path"], settings, DetectSettings(),
+                         VideoSettings(frames_per_video=o["frames_per_video"]), progress=not o["quiet"], log=log)
+    for line in summary_lines(table):
+        click.echo(line)
+    click.echo(f"wrote {Path(o['out_dir']) / 'bench_videos.parquet'}")
 
 
 def _bench_command(res, engine_path, arch, data, split, synthetic, faces_per_image, seed, batch_size,

@@ -57,22 +57,35 @@ def sigterm_as_interrupt():
                    "Default: 1 where the cluster has GPUs, else 0.")
 @click.option("--shard-images", type=click.IntRange(min=1), default=None,
               help="--ray: images per shard, the unit a worker scans and a crash re-runs. Default: 256.")
+@click.option("--frames-per-video", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Video files (.mp4 .mov .mkv .webm .avi .m4v) below IMAGES: frames sampled per clip, "
+                   "evenly spaced in time; 0 skips videos.")
+@click.option("--fps", "sample_fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Sample this many frames per second of video instead of --frames-per-video.")
+@click.option("--labels", "labels_csv", type=click.Path(dir_okay=False), default=None,
+              help="CSV with columns file (relative to IMAGES) and label (real/fake or 0/1) for video "
+                   "files; other columns are ignored. Adds videos' labels to the rows and video_metrics.parquet.")
 @detect_options
 @engine_options
 def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
         max_pixels, allow_outside_paths, part_rows, quiet, no_report, no_isolate, use_ray, ray_address, workers,
-        gpus_per_worker, shard_images, detect, engine_settings):
+        gpus_per_worker, shard_images, frames_per_video, sample_fps, labels_csv, detect, engine_settings):
     """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist), then
-    OUT/report.html and OUT/summary.json.
+    OUT/report.html and OUT/summary.json. Video files below IMAGES are sampled, their faces found,
+    followed and scored (faces.parquet rows with frame, time_s, track_id), one row per clip in
+    OUT/videos.parquet.
 
     Without --engine, or with a .pt checkpoint, the run uses the fastest engine this machine has
     for it, built once and cached; an .onnx, .xml or .plan file is used as given.
 
     Example: dfscan run data/realorfake/Images/Test-Dev --engine model.onnx --out results/
 
+    Videos: dfscan run clips/ --labels labels.csv --frames-per-video 32 --out results/
+
     On a Ray cluster: dfscan run IMAGES --engine model.plan --out results/ --ray --ray-address auto
     """
     from scanner.run.job import run_job
+    from scanner.run.videos import VideoSettings
     from scanner.settings import RunSettings
 
     if batch_size < 1:
@@ -86,7 +99,8 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
                       resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,
-                      log=log, ray=ray_opts, detect=detect)
+                      log=log, ray=ray_opts, detect=detect,
+                      videos=VideoSettings(frames_per_video=frames_per_video, fps=sample_fps, labels=labels_csv))
     click.echo(summary.line())
     if not no_report:
         from scanner.report import write_report

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner.catalog import Catalog, load_catalog
+from scanner.catalog.videos import video_of_face
 from scanner.errors import DfscanError
 from scanner.explain.plots import Explained, crop_to_rgb, save_compare_grid, save_contact_sheet, save_face_png
 from scanner.status import OK
@@ -127,9 +128,11 @@ def _tags(paths: list[Path]) -> list[str]:
     return tags
 
 
-def explain_model(catalog: Catalog, checkpoint: Path, tag: str, methods, settings, labels: dict,
-                  on_face=lambda n: None, log=print, scan_meta: dict | None = None) -> dict[int, list[Explained]]:
-    """Crop ``catalog``'s faces for ``checkpoint`` and map them with each of ``methods``.
+def explain_model(catalog: Catalog | None, checkpoint: Path, tag: str, methods, settings, labels: dict,
+                  on_face=lambda n: None, log=print, scan_meta: dict | None = None, video_rows=(),
+                  video_folder=None) -> dict[int, list[Explained]]:
+    """Crop ``catalog``'s faces (and ``video_rows``' faces, from their clips in ``video_folder``)
+    for ``checkpoint`` and map them with each of ``methods``.
 
     Returns ``{face_id: [Explained per method]}``; faces that cannot be cropped now are logged
     and left out. With ``scan_meta`` (the scan's settings), a crop convention other than the
@@ -150,20 +153,30 @@ def explain_model(catalog: Catalog, checkpoint: Path, tag: str, methods, setting
             "these maps are of other crops than the ones it scored")
     out: dict[int, list[Explained]] = {}
     settings = settings.fitted(config.input_size, log)  # memory bounded at any input size
-    for batch in iter_crops(catalog, config, settings):
+    files = {r["face_id"]: r["file"] for r in video_rows}
+
+    def explain(face_ids, crops):
+        host = crops.cpu().numpy() if isinstance(crops, torch.Tensor) else crops
+        rgb = [crop_to_rgb(c, config.mean, config.std) for c in host]
+        for method in methods:
+            maps, scores = compute_maps(model, crops, method, arch=config.arch)
+            for k, f in enumerate(face_ids):
+                file = files[f] if f in files else catalog.images[catalog.faces[f].image_id].file
+                out.setdefault(f, []).append(Explained(f, file, labels.get(f), rgb[k], maps[k],
+                                                       float(scores[k]), tag, method))
+        on_face(len(face_ids))
+
+    for batch in iter_crops(catalog, config, settings) if catalog is not None else ():
         for face_ids, crops in batch.pieces:
-            host = crops.cpu().numpy() if isinstance(crops, torch.Tensor) else crops
-            rgb = [crop_to_rgb(c, config.mean, config.std) for c in host]
-            for method in methods:
-                maps, scores = compute_maps(model, crops, method, arch=config.arch)
-                for k, f in enumerate(face_ids):
-                    file = catalog.images[catalog.faces[f].image_id].file
-                    out.setdefault(f, []).append(Explained(f, file, labels.get(f), rgb[k], maps[k],
-                                                           float(scores[k]), tag, method))
-            on_face(len(face_ids))
+            explain(face_ids, crops)
         for r in batch.planned.failed + batch.failed:
             log(f"face {r.face_id}: not explained by {tag}: {r.status}: {r.error}")
             on_face(1)
+    if video_rows:
+        from scanner.explain.videos import video_crops
+
+        for face_ids, crops in video_crops(video_rows, video_folder, config, settings, log):
+            explain(face_ids, crops)
     return out
 
 
@@ -245,7 +258,14 @@ def run_explain(faces_path, engine=None, select: str = "top-fake", limit: int = 
     settings = RunSettings(batch_size=batch_size, device=resolve_device(device))
     results: list[dict[int, list[Explained]]] = []
     if rows:
-        catalog = scan_catalog(faces_path, meta, rows, images, annotations)
+        # video faces are cropped again from their clips (scanner.explain.videos), the rest as scanned
+        video_rows = [r for r in rows if video_of_face(r["face_id"]) is not None]
+        image_rows = [r for r in rows if video_of_face(r["face_id"]) is None]
+        catalog = scan_catalog(faces_path, meta, image_rows, images, annotations) if image_rows else None
+        folder = images or meta.get("images")
+        if video_rows and not (folder and Path(folder).is_dir()):
+            raise DfscanError(f"{faces_path}: the scanned folder {folder} is not here; pass --images to say "
+                              "where its videos are now")
         labels = {r["face_id"]: r["label"] for r in rows}
         from tqdm import tqdm
 
@@ -253,7 +273,7 @@ def run_explain(faces_path, engine=None, select: str = "top-fake", limit: int = 
                   disable=not progress, dynamic_ncols=True) as bar:
             for n, (ckpt, tag) in enumerate(zip(checkpoints, _tags(checkpoints))):
                 results.append(explain_model(catalog, ckpt, tag, methods, settings, labels, bar.update,
-                                             log, meta if n == 0 else None))
+                                             log, meta if n == 0 else None, video_rows, folder))
         if not any(results):
             raise DfscanError(f"{faces_path}: none of the {len(rows)} chosen faces could be cropped again "
                               f"from {images or meta.get('images')} (reasons above); pass --images / "

@@ -27,7 +27,7 @@ from scanner.output.schema import FACES_SCHEMA
 MANIFEST = "manifest.json"
 PARTS = "parts"
 OUR_FILES = (MANIFEST, PARTS, "faces.parquet", "metrics.parquet", "detections_poly.json", "report.html",
-             "summary.json")
+             "summary.json", "videos.parquet", "video_metrics.parquet")
 # settings that change the rows: a resume with different ones would mix two runs
 MUST_MATCH = ("engine", "backend", "precision", "arch", "input_size", "crop_margin", "threshold", "images", "annotations",
               "detector", "det_margin", "det_max_side", "det_min_face", "det_min_score")

@@ -18,7 +18,14 @@ FACES_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("corruption", pa.string()),
     ("det_score", pa.float32()),  # the face detector's confidence; null for annotated boxes
+    # video faces only (null for still images): the decoded frame's index in the clip, its
+    # timestamp, and the face's track (scanner.detect.tracking) within that clip
+    ("frame", pa.int64()),
+    ("time_s", pa.float64()),
+    ("track_id", pa.int32()),
 ])
+
+VIDEO_ONLY = ("frame", "time_s", "track_id")
 
 
 def rows_to_table(catalog, face_ids, results, rois, threshold: float) -> pa.Table:
@@ -47,4 +54,6 @@ def rows_to_table(catalog, face_ids, results, rois, threshold: float) -> pa.Tabl
         cols["error"].append(error)
         cols["corruption"].append(image.corruption)
         cols["det_score"].append(face.score)
+    for name in VIDEO_ONLY:
+        cols[name] = [None] * len(cols["face_id"])
     return pa.table(cols, schema=FACES_SCHEMA)

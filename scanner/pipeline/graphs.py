@@ -61,12 +61,34 @@ def _scan_graph(decoder_device: str, size, mean, std, interp: str, with_images: 
         images = fn.constant(idata=0, shape=[1, 1, 3], dtype=types.UINT8, layout="HWC")
         if decoder_device == "mixed":
             images = images.gpu()
+    faces = _crop_faces(images, source, roi_start, roi_end, size, mean, std, interp)
+    return (faces, images) if with_images else (faces,)
+
+
+def _crop_faces(images, source, roi_start, roi_end, size, mean, std, interp: str):
+    """The crop convention in DALI: every face slot takes its image (``source``), is cropped to
+    its ROI and resized in one step, then normalised. Both the image and the video graphs use it."""
+    from nvidia.dali import fn, types
+
     faces = fn.permute_batch(images, indices=source)
     faces = fn.resize(faces, size=list(size), roi_start=roi_start, roi_end=roi_end,
                       roi_relative=False, interp_type=getattr(types, INTERP[interp]), antialias=True)
-    faces = fn.crop_mirror_normalize(faces, dtype=types.FLOAT, output_layout="CHW",
-                                     mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
-    return (faces, images) if with_images else (faces,)
+    return fn.crop_mirror_normalize(faces, dtype=types.FLOAT, output_layout="CHW",
+                                    mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
+
+
+def _frames_graph(decoder_device: str, size, mean, std, interp: str):
+    """The scan graph for video frames decoded outside DALI (PyAV): owner slots hold the RGB frame,
+    the others a 1x1 stand-in; from there the crop path is the images' own."""
+    from nvidia.dali import fn, types
+
+    frames = fn.external_source(name="frames", dtype=types.UINT8, layout="HWC")
+    source = fn.external_source(name="source", dtype=types.INT32)
+    roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)  # (y0, x0)
+    roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)  # (y1, x1)
+    if decoder_device == "mixed":
+        frames = frames.gpu()
+    return _crop_faces(frames, source, roi_start, roi_end, size, mean, std, interp)
 
 
 def _detect_graph(decoder_device: str):
@@ -107,6 +129,30 @@ def build_pipeline(config, batch_size: int, device: str = "cpu", num_threads: in
         raise DfscanError(f"interpolation {config.interpolation!r} unknown; one of {', '.join(INTERP)}")
     return _build(_scan_graph, batch_size, device, num_threads, conditionals=True, size=config.input_size,
                   mean=config.mean, std=config.std, interp=config.interpolation, with_images=with_images)
+
+
+def build_frames_pipeline(config, batch_size: int, device: str = "cpu", num_threads: int | None = None):
+    """The scan graph for decoded video frames (``run_frames_batch``), same crops as ``build_pipeline``."""
+    if config.interpolation not in INTERP:
+        raise DfscanError(f"interpolation {config.interpolation!r} unknown; one of {', '.join(INTERP)}")
+    return _build(_frames_graph, batch_size, device, num_threads, size=config.input_size,
+                  mean=config.mean, std=config.std, interp=config.interpolation)
+
+
+STAND_IN = np.zeros((1, 1, 3), np.uint8)
+
+
+def run_frames_batch(pipe, frames: list[np.ndarray | None], source: list[int], rois) -> np.ndarray:
+    """Crops (N, C, H, W float32, host memory) for one slot per face: ``frames[i]`` is the HWC RGB
+    frame in an owner slot and None elsewhere, ``source[i]`` the owner slot of face ``i``."""
+    pipe.feed_input("frames", [STAND_IN if f is None else f for f in frames])
+    pipe.feed_input("source", [np.array(v, dtype=np.int32) for v in source])
+    pipe.feed_input("roi_start", [np.array((r[1], r[0]), dtype=np.float32) for r in rois])
+    pipe.feed_input("roi_end", [np.array((r[3], r[2]), dtype=np.float32) for r in rois])
+    (out,) = pipe.run()
+    if hasattr(out, "as_cpu"):
+        out = out.as_cpu()
+    return np.array(out.as_tensor())  # a copy: DALI reuses its buffers
 
 
 def run_batch(pipe, batch: FaceBatch):

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engines.files import read_settings, write_atomic
+from scanner.catalog.videos import video_of_face
 from scanner.errors import DfscanError
 from scanner.status import OK
 
@@ -194,6 +195,9 @@ def thumbnails(run: Run, rows: list[dict], progress: bool = True, log=print, ima
     if not rows:
         return [], None
     uris: dict[int, str] = {}
+    all_rows, rows = rows, [r for r in rows if video_of_face(r["face_id"]) is None]
+    if len(rows) < len(all_rows):  # re-cropping a video face means decoding its clip again: not done here
+        log(f"{len(all_rows) - len(rows)} video faces are shown without a thumbnail")
     try:
         catalog = scan_catalog(run.dir / "faces.parquet", run.meta, rows, images, annotations)
     except DfscanError as exc:
@@ -214,7 +218,7 @@ def thumbnails(run: Run, rows: list[dict], progress: bool = True, log=print, ima
                 bar.update(1)
     missing = sum(1 for r in rows if r["face_id"] not in uris)
     note = f"{missing} of {len(rows)} faces could not be cropped again (reasons in the log)" if missing else None
-    return [Thumb(r["face_id"], r["file"], r["label"], r["score_fake"], uris.get(r["face_id"])) for r in rows], note
+    return [Thumb(r["face_id"], r["file"], r["label"], r["score_fake"], uris.get(r["face_id"])) for r in all_rows], note
 
 
 def plots(run: Run) -> dict[str, str]:

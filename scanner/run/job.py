@@ -1,4 +1,5 @@
-"""One ``dfscan run``: catalog → engine → scan → parts → faces.parquet (+ metrics.parquet)."""
+"""One ``dfscan run``: catalog → engine → scan → parts → faces.parquet (+ metrics.parquet), then the
+folder's video files (``scanner.run.videos``) → videos.parquet (+ video_metrics.parquet)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,12 +12,15 @@ import pyarrow.parquet as pq
 
 from engines.files import versions, write_table
 from scanner.catalog import load_catalog
+from scanner.catalog.videos import ID_SPAN, find_videos, read_labels
 from scanner.detect import detect as detection
 from scanner.errors import DfscanError, RunInterrupted
 from scanner.output.metrics import METRICS_SCHEMA, metrics_table
 from scanner.output.parts import RunOutput
+from scanner.output.videos import video_metrics_table, videos_table
 from scanner.run.engine import DEFAULT_ENGINE, budget_threads, open_engine
 from scanner.run.scan import scan
+from scanner.run.videos import VideoSettings, saved_videos, scan_videos
 from scanner.settings import RunSettings
 
 
@@ -33,6 +37,9 @@ class RunSummary:
     metrics: dict | None
     resumed_faces: int = 0  # rows that earlier, interrupted runs had saved
     scanned_faces: int = 0  # rows this call scanned
+    videos_path: Path | None = None
+    videos: list | None = None  # videos.parquet rows
+    video_metrics: dict | None = None
 
     def line(self) -> str:
         rate = self.scanned_faces / self.seconds if self.seconds > 0 else float("nan")
@@ -41,6 +48,12 @@ class RunSummary:
                 f"-> {self.faces_path}")
         if self.resumed_faces:
             text += f" ({self.resumed_faces} faces came from the interrupted run)"
+        if self.videos:
+            ok = sum(1 for v in self.videos if v["status"] == "ok")
+            text += f"; {len(self.videos)} videos ({ok} ok) -> {self.videos_path}"
+        if self.video_metrics:
+            m = self.video_metrics
+            text += (f"; per video: accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f} over {m['n']} clips")
         if self.metrics:
             m = self.metrics
             text += (f"; accuracy {m['accuracy']:.4f}, precision {m['precision']:.4f}, recall "
@@ -91,16 +104,23 @@ def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=prin
 
 def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSettings | None = None,
             overwrite: bool = False, resume: bool = False, allow_outside: bool = False,
-            part_rows: int = 4096, progress: bool = True, log=print, ray=None, detect=None) -> RunSummary:
+            part_rows: int = 4096, progress: bool = True, log=print, ray=None, detect=None,
+            videos: VideoSettings | None = None) -> RunSummary:
     """Scan ``images`` into ``out_dir``, here or with ``ray`` (RayOptions) on a Ray cluster.
     Raises DfscanError when the run cannot be done and RunInterrupted (after saving what was
     scanned) on Ctrl-C. ``detect`` (``scanner.detect.DetectSettings``) finds the faces where
-    there are no annotations; None (the library default) keeps one whole-image face per image."""
+    there are no annotations; None (the library default) keeps one whole-image face per image.
+    Video files below ``images`` are sampled and scanned as ``videos`` (VideoSettings) says."""
     settings = settings or RunSettings()
+    videos = videos or VideoSettings()
     if ray is None:  # Ray workers find their own device
         settings.device = resolve_device(settings.device)
     catalog = load_catalog(images, annotations, allow_outside=allow_outside)
     log(catalog.summary())
+    clips = video_catalog(images, catalog, videos, log)
+    if clips and ray is not None:
+        raise DfscanError(f"{images} holds {len(clips)} video files, which --ray does not scan yet; "
+                          "run without --ray, or move the videos to another folder")
     detecting, save_detections = detection.applies(catalog, detect), None
     if detecting:  # a plain folder: find the faces, then scan them as annotated ones
         # detection runs here, in this process, even when Ray scans
@@ -113,6 +133,7 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         settings = settings.fitted(engine.config.input_size, log)  # scan() fits alike; this line tells the user
         meta = run_meta(engine, engine_path, settings, images, catalog, choice)
         meta.update(detect.meta() if detecting else {})
+        meta.update(videos.meta() if clips else {})
         # decoding in a supervised child process (scanner.pipeline.isolation): CPU runs here only
         meta["isolate_decoder"] = ray is None and settings.isolate_decoder and settings.device == "cpu"
         output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
@@ -131,18 +152,25 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
 
         bar = tqdm(total=len(catalog.faces), initial=resumed, unit="face", disable=not progress,
                    desc="scan", dynamic_ncols=True)
-        scanned = 0
+        scanned, video_rows = 0, None
         try:
             for table in scan_todo(image_ids=todo, on_faces=bar.update):
                 output.add(table)
                 scanned += table.num_rows
+            bar.close()
+            if clips and not output.complete:
+                if detect is not None:
+                    detect.device = settings.device
+                video_rows, video_faces = scan_videos(clips, engine, settings, detect, videos, output, progress, log)
+                scanned += video_faces
         except KeyboardInterrupt:
             output.record_session(len(todo), scanned, True, time.perf_counter() - start)
             output.flush()
             bar.close()
-            saved = len(output.done_face_ids())
-            raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} faces are saved in {output.dir}; "
-                                 "run the same command with --resume to finish") from None
+            saved = sum(1 for f in output.done_face_ids() if f in catalog.faces)
+            clips_saved = f" and {len(saved_videos(clips, output))} of {len(clips)} videos" if clips else ""
+            raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} image faces{clips_saved} are saved "
+                                 f"in {output.dir}; run the same command with --resume to finish") from None
         bar.close()
     faces_path = output.dir / "faces.parquet"
     if not output.complete:
@@ -152,9 +180,44 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     faces = pq.read_table(faces_path)
     ok = sum(1 for s in faces.column("status").to_pylist() if s == "ok")
     metrics_path, first = None, None
-    table = metrics_table(faces, settings.threshold) if catalog.has_labels else None
+    labelled = catalog.has_labels or any(c.label is not None for c in clips)
+    table = metrics_table(faces, settings.threshold) if labelled else None
     if table is not None:
         metrics_path = write_table(output.dir / "metrics.parquet", table.cast(METRICS_SCHEMA), meta)
         first = table.slice(0, 1).to_pylist()[0]
-    return RunSummary(len(catalog.images), faces.num_rows, ok, faces.num_rows - ok, seconds,
-                      faces_path, metrics_path, first, resumed_faces=resumed, scanned_faces=scanned)
+    summary = RunSummary(len(catalog.images), faces.num_rows, ok, faces.num_rows - ok, seconds,
+                         faces_path, metrics_path, first, resumed_faces=resumed, scanned_faces=scanned)
+    if video_rows is not None:
+        summary.videos_path, summary.videos, summary.video_metrics = write_videos(output.dir, video_rows,
+                                                                                 settings.threshold, meta)
+    return summary
+
+
+def video_catalog(images, catalog, videos: VideoSettings, log=print) -> list:
+    """The run's video files (with their --labels), or [] when sampling is off."""
+    if videos.frames_per_video == 0 and not videos.fps:
+        return []
+    labels = read_labels(videos.labels, images) if videos.labels else None
+    clips = find_videos(images, labels)
+    if clips and max(catalog.faces, default=0) >= ID_SPAN:
+        raise DfscanError(f"{catalog.annotations}: face ids reach 2**32, where video faces' ids start; "
+                          "renumber the annotations or scan the videos in a separate run")
+    if labels:
+        unknown = len(set(labels) - {c.file for c in clips})
+        log(f"{len(clips)} video files, {sum(c.label is not None for c in clips)} labelled"
+            + (f"; {unknown} rows of {videos.labels} name no video here (ignored)" if unknown else ""))
+    elif clips:
+        log(f"{len(clips)} video files")
+    return clips
+
+
+def write_videos(out_dir, rows: list[dict], threshold: float, meta: dict):
+    """``videos.parquet`` (+ ``video_metrics.parquet`` when clips carry labels)."""
+    table = videos_table(rows)
+    path = write_table(Path(out_dir) / "videos.parquet", table, meta)
+    metrics = video_metrics_table(table, threshold)
+    first = None
+    if metrics is not None:
+        write_table(Path(out_dir) / "video_metrics.parquet", metrics, meta)
+        first = metrics.to_pylist()[0]
+    return path, rows, first
