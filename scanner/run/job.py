@@ -68,7 +68,8 @@ def run_meta(engine, engine_path, settings: RunSettings, images, catalog, choice
                                         "engine_choice": choice.reason}
     return {"engine": str(Path(engine_path).resolve()), **chosen, "backend": engine.name, "arch": engine.config.arch,
             "input_size": list(engine.config.input_size), "crop_margin": engine.config.crop_margin,
-            "threshold": settings.threshold, "device": settings.device, "batch_size": settings.batch_size,
+            "threshold": settings.threshold, "threshold_origin": settings.threshold_origin,
+            "device": settings.device, "batch_size": settings.batch_size,
             "max_pixels": settings.max_pixels, "images": str(Path(images).resolve()),
             "annotations": str(catalog.annotations.resolve()) if catalog.annotations else None,
             "versions": versions()}
@@ -110,6 +111,10 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
                                                              overwrite=overwrite, progress=progress, log=log)
         log(catalog.summary())
     with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, choice, scan_todo):
+        # resolved once the engine is open (its config carries the trained threshold); scan_todo
+        # holds this same settings object
+        settings.threshold, settings.threshold_origin = settings.threshold_for(engine.config)
+        log(f"threshold {settings.threshold:.4g} ({settings.threshold_origin})")
         settings = settings.fitted(engine.config.input_size, log)  # scan() fits alike; this line tells the user
         meta = run_meta(engine, engine_path, settings, images, catalog, choice)
         meta.update(detect.meta() if detecting else {})
@@ -152,7 +157,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     faces = pq.read_table(faces_path)
     ok = sum(1 for s in faces.column("status").to_pylist() if s == "ok")
     metrics_path, first = None, None
-    table = metrics_table(faces, settings.threshold) if catalog.has_labels else None
+    table = (metrics_table(faces, settings.threshold, settings.threshold_origin)
+             if catalog.has_labels else None)
     if table is not None:
         metrics_path = write_table(output.dir / "metrics.parquet", table.cast(METRICS_SCHEMA), meta)
         first = table.slice(0, 1).to_pylist()[0]
