@@ -126,7 +126,7 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, label_smoot
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--threshold", type=float, default=None,
               help="score_fake at or above it is Fake. Default: the model's own threshold (chosen on "
-                   "validation when it was trained; see 'dfscan engines'), else 0.5.")
+                   "validation when it was trained; the run's log names it), else 0.5.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
