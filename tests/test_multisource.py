@@ -114,3 +114,33 @@ def test_train_on_two_sources_records_each_and_stores_the_threshold(tmp_path, cl
     assert 0 < held_out["n"] < 24  # the validation clips only
     assert held_out["threshold_origin"] == "model"
     assert held_out["threshold"] == pytest.approx(payload["config"]["threshold"])
+
+
+def test_source_weights_scale_the_loss_and_name_real_sources():
+    import torch
+
+    from engines.models import create_model
+    from engines.train.augment import Augmenter
+    from engines.train.data import CropSet, Normalize
+    from engines.train.loop import train_one_epoch
+    from engines.models import get_model_config
+
+    gen = torch.Generator().manual_seed(0)
+    data = CropSet("Train", torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen),
+                   torch.tensor([0, 1] * 4), list(range(8)), ["a"] * 4 + ["b"] * 4)
+    assert data.loss_weights({"b": 2.5}).tolist() == [1.0] * 4 + [2.5] * 4
+    with pytest.raises(DfscanError, match="'c'"):
+        data.loss_weights({"c": 1.0})
+    config = get_model_config("customcnn").with_input_size(32)
+
+    def moved(weights):
+        torch.manual_seed(0)
+        model = create_model("customcnn", input_size=(32, 32))
+        before = [p.detach().clone() for p in model.parameters()]
+        train_one_epoch(model, torch.optim.Adam(model.parameters(), lr=1e-2), data, Augmenter("none"),
+                        Normalize(config), 4, torch.Generator().manual_seed(0), progress=False,
+                        weights=data.loss_weights(weights))
+        return max(float((p - q).abs().max()) for p, q in zip(model.parameters(), before))
+
+    assert moved({"a": 0.0, "b": 0.0}) == 0.0  # weight-0 faces teach nothing
+    assert moved({"a": 1.0, "b": 0.0}) > 0.0

@@ -55,7 +55,6 @@ class TrainSettings:
     limit: int | None = None  # at most this many faces per split (smoke tests)
     source_weights: dict[str, float] | None = None  # loss weight per source name; 1 where absent
     target_fpr: float | None = None  # threshold rule: None = balanced accuracy (threshold.py)
-    label_smoothing: float = 0.0
     progress: bool = True
 
 
@@ -77,8 +76,8 @@ def last_path(out) -> Path:
 
 def train_one_epoch(model, optimizer, data: CropSet, augment: Augmenter, normalize: Normalize,
                     batch_size: int, generator: torch.Generator, desc: str = "train",
-                    progress: bool = True, bf16: bool = False, ema=None, weights=None,
-                    label_smoothing: float = 0.0) -> tuple[float, float]:
+                    progress: bool = True, bf16: bool = False, ema=None,
+                    weights=None) -> tuple[float, float]:
     """One pass over ``data`` in a shuffled order. Returns ``(mean loss, accuracy)``.
 
     ``bf16`` runs the forward pass under CPU bfloat16 autocast (about twice as fast where the
@@ -99,7 +98,7 @@ def train_one_epoch(model, optimizer, data: CropSet, augment: Augmenter, normali
             x, y = normalize(augment(data.images[idx])), data.labels[idx]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
-            each = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing)
+            each = F.cross_entropy(logits.float(), y, reduction="none")
             w = weights[idx] if weights is not None else torch.ones_like(each)
             if float(w.sum()) == 0:
                 continue  # a batch of weight-0 faces teaches nothing
@@ -286,8 +285,6 @@ def fit(s: TrainSettings, crops, log=print) -> FitResult:
         raise DfscanError(f"--ema {s.ema}: the decay must lie between 0 and 1, e.g. 0.97")
     if s.target_fpr is not None and not 0 <= s.target_fpr < 1:
         raise DfscanError(f"--target-fpr {s.target_fpr}: give a rate between 0 and 1, e.g. 0.05")
-    if not 0 <= s.label_smoothing < 1:
-        raise DfscanError(f"--label-smoothing {s.label_smoothing}: give a value between 0 and 1, e.g. 0.1")
     out, last = Path(s.out), last_path(s.out)
     model, config, state = _open(s, log)
     train = CropSet.collect(s.train_split, crops(s.train_split, config))
@@ -311,8 +308,7 @@ def fit(s: TrainSettings, crops, log=print) -> FitResult:
         train_loss, train_acc = train_one_epoch(loop.model, loop.optimizer, train, loop.augment,
                                                 normalize, s.batch_size, loop.shuffle,
                                                 f"epoch {epoch}/{s.epochs}", s.progress,
-                                                s.precision == "bf16", loop.ema, weights,
-                                                s.label_smoothing)
+                                                s.precision == "bf16", loop.ema, weights)
         val_m = evaluate(loop.scored, val.images, val.labels, normalize)
         val_c = evaluate(loop.scored, val_corrupt, val.labels, normalize)
         threshold, rule = choose_threshold(val.labels.numpy(), val_m["scores"], s.target_fpr)

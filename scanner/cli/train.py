@@ -36,8 +36,6 @@ def _pretrained(value: str) -> str | None:
 @click.option("--target-fpr", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Store the lowest threshold whose Val false-positive rate is at most this. "
                    "Default: the threshold of best Val balanced accuracy.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              show_default=True, help="Cross-entropy label smoothing.")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
 @click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate.")
@@ -68,7 +66,7 @@ def _pretrained(value: str) -> str | None:
 @click.option("--limit", type=click.IntRange(min=2), default=None,
               help="Use at most N faces per split, Real and Fake alternating (smoke tests).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(arch, data, train_split, val_split, val_share, target_fpr, label_smoothing, epochs, batch_size,
+def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, batch_size,
           lr, pretrained, out, resume, early_stop, plateau, augment, clean_share, precision, ema, seed,
           res, limit, quiet):
     """Train ARCH on face crops made by the same DALI pipeline as 'dfscan run'; the checkpoint
@@ -101,7 +99,7 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, label_smoot
                              precision=precision, ema=ema, seed=seed,
                              res=res, limit=limit, progress=not quiet,
                              source_weights={s.name: s.weight for s in sources},
-                             target_fpr=target_fpr, label_smoothing=label_smoothing)
+                             target_fpr=target_fpr)
     crops = source_crops(sources, train_split, val_split, val_share, limit=limit, log=log)
     result = fit(settings, crops, log=log)
     b = result.best
