@@ -100,7 +100,6 @@ def test_train_on_two_sources_records_each_and_stores_the_threshold(tmp_path, cl
     assert payload["config"]["threshold"] == pytest.approx(best["threshold"])
     assert payload["config"]["threshold_rule"] == "balanced"
     assert payload["extra"]["settings"]["source_weights"] == {"realorfake": 1.0, "clips": 2.0}
-    assert "clips: 12 faces" in result.output or "clips:" in result.output
 
     evaluated = CliRunner().invoke(main, [
         "eval", "--engine", str(out), "--data", str(REALORFAKE), "--split", "Val",
@@ -119,11 +118,10 @@ def test_train_on_two_sources_records_each_and_stores_the_threshold(tmp_path, cl
 def test_source_weights_scale_the_loss_and_name_real_sources():
     import torch
 
-    from engines.models import create_model
+    from engines.models import create_model, get_model_config
     from engines.train.augment import Augmenter
     from engines.train.data import CropSet, Normalize
     from engines.train.loop import train_one_epoch
-    from engines.models import get_model_config
 
     gen = torch.Generator().manual_seed(0)
     data = CropSet("Train", torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen),
