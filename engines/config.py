@@ -16,7 +16,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelConfig:
     """Everything the data pipeline needs to feed a model, so nothing downstream hard-codes it.
 
-    ``crop_margin`` is the crop convention shared by training and scanning: the face box is
+    ``threshold`` is the decision threshold chosen on validation when the model was trained;
+    ``dfscan run`` uses it unless ``--threshold`` is given. ``crop_margin`` is the crop convention shared by training and scanning: the face box is
     enlarged by this factor about its centre, clipped to the image, then resized (aspect not
     kept) to ``input_size``.
     """
@@ -30,6 +31,10 @@ class ModelConfig:
     class_names: tuple[str, ...] = ("Real", "Fake")
     paper: str = ""
     pretrained_hint: str = ""  # where ImageNet weights come from offline, if anywhere
+    # score_fake at or above it is Fake, chosen on validation by ``dfscan train``
+    # (engines.train.threshold); None: the scan's default, 0.5
+    threshold: float | None = None
+    threshold_rule: str = ""  # how it was chosen: 'balanced' or 'fpr:<x>'
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,6 +14,8 @@ from scanner.catalog.files import DEFAULT_MAX_PIXELS
 # faces/s hardly changed beyond ~1-3 M pixels (512 px: 6.2 faces/s at 12 faces, 6.1 at 32).
 BATCH_PIXELS = 64 * 224 * 224
 
+DEFAULT_THRESHOLD = 0.5  # for a model that carries no threshold of its own
+
 
 def batch_for(input_size, requested: int, budget: int = BATCH_PIXELS) -> int:
     """Faces per batch for crops of ``input_size`` (``(h, w)`` or one side): ``requested``, lowered
@@ -26,7 +28,10 @@ def batch_for(input_size, requested: int, budget: int = BATCH_PIXELS) -> int:
 class RunSettings:
     batch_size: int = 64  # requested faces per batch; ``fitted`` lowers it for large inputs
     device: str = "cpu"  # 'cpu' or 'gpu'
-    threshold: float = 0.5
+    # score_fake at or above it is Fake. None: the model's own (ModelConfig.threshold, chosen on
+    # validation by 'dfscan train'), else DEFAULT_THRESHOLD; ``threshold_for`` says which
+    threshold: float | None = None
+    threshold_origin: str | None = None  # 'cli', 'model' or 'default' once a run has resolved it
     max_pixels: int = DEFAULT_MAX_PIXELS
     num_threads: int | None = None  # DALI's threads; None: budgeted with the engine's (run.engine)
     queue_depth: int = 2
@@ -41,6 +46,15 @@ class RunSettings:
     # the decoder costs its own faces ('decoder_crashed'), not the run
     isolate_decoder: bool = True
     batch_pixels: int = BATCH_PIXELS
+
+    def threshold_for(self, config) -> tuple[float, str]:
+        """``(threshold, origin)`` for a model with ``config``: the one given (``'cli'``), else
+        the model's (``'model'``), else DEFAULT_THRESHOLD (``'default'``)."""
+        if self.threshold is not None:
+            return float(self.threshold), self.threshold_origin or "cli"
+        if getattr(config, "threshold", None) is not None:
+            return float(config.threshold), "model"
+        return DEFAULT_THRESHOLD, "default"
 
     def fitted(self, input_size, log=None) -> RunSettings:
         """These settings with ``batch_size`` within the pixel budget for ``input_size``; the

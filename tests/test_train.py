@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not REALORFAKE.is_dir(), reason="needs ../shared
 SMALL = ["--arch", "customcnn", "--data", str(REALORFAKE), "--res", "64", "--limit", "32",
          "--batch-size", "8", "--lr", "3e-4", "--augment", "light", "--quiet"]
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc",
-                   "val_auc_corrupt", "val_acc_corrupt", "lr", "seconds"]
+                   "val_auc_corrupt", "val_acc_corrupt", "lr", "seconds", "threshold"]
 
 
 def train(*args):

@@ -3,10 +3,17 @@
 Laid out like torchvision's ``references/classification/train.py``: ``train_one_epoch``,
 ``evaluate`` and ``fit`` (the epoch loop: best-by-Val-AUC checkpoint, optional early stopping
 and ReduceLROnPlateau, resumable from ``<out>.last.pt``). Adam and cross-entropy throughout.
+
+Several data sources train together: each face carries its source's name and loss weight, Val
+metrics are kept per source, and with more than one source the best epoch is the one with the
+highest mean of the per-source Val AUCs, so a large source cannot drown a small one. The saved
+checkpoint carries the decision threshold chosen on its epoch's Val scores (``threshold.py``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +27,7 @@ from engines.errors import DfscanError
 from engines.models import create_model, get_model_config, get_model_entry, resolve_pretrained
 from engines.train.augment import Augmenter, corrupt_fixed
 from engines.train.data import CropSet, Normalize
+from engines.train.threshold import choose_threshold
 
 VAL_CORRUPT_SEED = 20240611  # fixed: the corrupted Val copy is the same in every run
 
@@ -27,7 +35,7 @@ VAL_CORRUPT_SEED = 20240611  # fixed: the corrupted Val copy is the same in ever
 @dataclass
 class TrainSettings:
     arch: str
-    data: str
+    data: str | list[str]  # the sources as given (recorded in the checkpoint and history)
     out: str
     train_split: str = "Train"
     val_split: str = "Val"
@@ -45,6 +53,8 @@ class TrainSettings:
     seed: int = 0
     res: int | None = None  # input resolution; None: the model's own
     limit: int | None = None  # at most this many faces per split (smoke tests)
+    source_weights: dict[str, float] | None = None  # loss weight per source name; 1 where absent
+    target_fpr: float | None = None  # threshold rule: None = balanced accuracy (threshold.py)
     progress: bool = True
 
 
@@ -66,12 +76,14 @@ def last_path(out) -> Path:
 
 def train_one_epoch(model, optimizer, data: CropSet, augment: Augmenter, normalize: Normalize,
                     batch_size: int, generator: torch.Generator, desc: str = "train",
-                    progress: bool = True, bf16: bool = False, ema=None) -> tuple[float, float]:
+                    progress: bool = True, bf16: bool = False, ema=None,
+                    weights=None) -> tuple[float, float]:
     """One pass over ``data`` in a shuffled order. Returns ``(mean loss, accuracy)``.
 
     ``bf16`` runs the forward pass under CPU bfloat16 autocast (about twice as fast where the
     CPU has AVX512-BF16 or AMX); the weights and the optimiser stay fp32. ``ema`` (an
-    ``AveragedModel``) is updated after every step.
+    ``AveragedModel``) is updated after every step. ``weights`` (N,) scales each face's loss
+    (its source's weight); a batch's loss is the weighted mean.
     """
     from tqdm import tqdm
 
@@ -86,7 +98,11 @@ def train_one_epoch(model, optimizer, data: CropSet, augment: Augmenter, normali
             x, y = normalize(augment(data.images[idx])), data.labels[idx]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits.float(), y)
+            each = F.cross_entropy(logits.float(), y, reduction="none")
+            w = weights[idx] if weights is not None else torch.ones_like(each)
+            if float(w.sum()) == 0:
+                continue  # a batch of weight-0 faces teaches nothing
+            loss = (each * w).sum() / w.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -124,12 +140,40 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, normalize: Norma
 
 
 def _better(a: dict, b: dict | None) -> bool:
-    """Higher Val AUC wins; a tie goes to the lower Val loss."""
+    """Higher Val AUC (the mean over sources with several) wins; a tie goes to the lower Val loss."""
     if b is None:
         return True
-    auc_a = -math.inf if math.isnan(a["val_auc"]) else a["val_auc"]
-    auc_b = -math.inf if math.isnan(b["val_auc"]) else b["val_auc"]
+    key = "val_auc_mean" if "val_auc_mean" in a else "val_auc"
+    auc_a = -math.inf if math.isnan(a[key]) else a[key]
+    auc_b = -math.inf if math.isnan(b[key]) else b[key]
     return auc_a > auc_b or (auc_a == auc_b and a["val_loss"] < b["val_loss"])
+
+
+def column_name(source: str) -> str:
+    """A source name as a snake_case column suffix: ``FF++ clips`` → ``ff_clips``."""
+    return re.sub(r"[^0-9a-z]+", "_", source.lower()).strip("_") or "source"
+
+
+def per_source(val: CropSet, scores) -> dict:
+    """``{val_auc_<source>, val_acc_<source>}`` for each source of ``val`` (accuracy at 0.5,
+    as ``val_acc``), plus ``val_auc_mean`` over the sources with both classes when there are
+    several sources."""
+    from sklearn.metrics import roc_auc_score
+
+    names = val.source_names()
+    if len(names) < 2:
+        return {}
+    out, aucs = {}, []
+    y, s = val.labels.numpy(), np.asarray(scores)
+    for name in names:
+        m = val.source_mask(name).numpy()
+        auc = float(roc_auc_score(y[m], s[m])) if len(np.unique(y[m])) == 2 else math.nan
+        out[f"val_auc_{column_name(name)}"] = auc
+        out[f"val_acc_{column_name(name)}"] = float(((s[m] >= 0.5) == y[m]).mean())
+        if not math.isnan(auc):
+            aucs.append(auc)
+    out["val_auc_mean"] = float(np.mean(aucs)) if aucs else math.nan
+    return out
 
 
 def _model_and_config(s: TrainSettings, pretrained):
@@ -142,11 +186,11 @@ def _model_and_config(s: TrainSettings, pretrained):
     return model, config
 
 
-def _history_row(epoch, train_loss, train_acc, val, val_c, lr, seconds) -> dict:
+def _history_row(epoch, train_loss, train_acc, val, val_c, lr, seconds, sources: dict) -> dict:
     return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val["loss"], "val_acc": val["acc"], "val_auc": val["auc"],
             "val_auc_corrupt": val_c["auc"], "val_acc_corrupt": val_c["acc"],
-            "lr": lr, "seconds": seconds}
+            **sources, "lr": lr, "seconds": seconds}
 
 
 class _Loop:
@@ -239,11 +283,14 @@ def fit(s: TrainSettings, crops, log=print) -> FitResult:
         raise DfscanError(f"--clean-share {s.clean_share}: give a share between 0 and 1")
     if s.ema is not None and not 0 < s.ema < 1:
         raise DfscanError(f"--ema {s.ema}: the decay must lie between 0 and 1, e.g. 0.97")
+    if s.target_fpr is not None and not 0 <= s.target_fpr < 1:
+        raise DfscanError(f"--target-fpr {s.target_fpr}: give a rate between 0 and 1, e.g. 0.05")
     out, last = Path(s.out), last_path(s.out)
     model, config, state = _open(s, log)
     train = CropSet.collect(s.train_split, crops(s.train_split, config))
     val = CropSet.collect(s.val_split, crops(s.val_split, config))
     val_corrupt = corrupt_fixed(val.images, VAL_CORRUPT_SEED)
+    weights = train.loss_weights(s.source_weights)
     log(f"{s.arch} {config.input_size[0]}x{config.input_size[1]}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters; {train.counts()}; {val.counts()}")
 
@@ -261,26 +308,33 @@ def fit(s: TrainSettings, crops, log=print) -> FitResult:
         train_loss, train_acc = train_one_epoch(loop.model, loop.optimizer, train, loop.augment,
                                                 normalize, s.batch_size, loop.shuffle,
                                                 f"epoch {epoch}/{s.epochs}", s.progress,
-                                                s.precision == "bf16", loop.ema)
+                                                s.precision == "bf16", loop.ema, weights)
         val_m = evaluate(loop.scored, val.images, val.labels, normalize)
         val_c = evaluate(loop.scored, val_corrupt, val.labels, normalize)
-        row = _history_row(epoch, train_loss, train_acc, val_m, val_c, lr, time.perf_counter() - t0)
+        threshold, rule = choose_threshold(val.labels.numpy(), val_m["scores"], s.target_fpr)
+        row = _history_row(epoch, train_loss, train_acc, val_m, val_c, lr, time.perf_counter() - t0,
+                           {**per_source(val, val_m["scores"]), "threshold": threshold})
         loop.history.append(row)
         if loop.scheduler is not None:
             loop.scheduler.step(val_m["loss"])
         improved = _better(row, loop.best)
         if improved:
             loop.best_epoch, loop.stale = epoch, 0
-            save_checkpoint(out, loop.scored, config, {
-                "epoch": epoch, "settings": settings,
-                "val": {k: v for k, v in row.items() if k != "epoch"}})
+            save_checkpoint(out, loop.scored,
+                            dataclasses.replace(config, threshold=threshold, threshold_rule=rule), {
+                                "epoch": epoch, "settings": settings,
+                                "val": {k: v for k, v in row.items() if k != "epoch"}})
             plots.plot_roc_det(val.labels.numpy(), val_m["scores"], out.parent,
                                f"{s.arch} {s.val_split}, epoch {epoch}")
         else:
             loop.stale += 1
+        by_source = "".join(f" {k[8:]} {v:.4f}" for k, v in row.items()
+                            if k.startswith("val_auc_") and k not in ("val_auc_corrupt", "val_auc_mean"))
         log(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | val loss "
-            f"{val_m['loss']:.4f} acc {val_m['acc']:.3f} AUC {val_m['auc']:.4f} | corrupted val "
-            f"AUC {val_c['auc']:.4f} | lr {lr:.2g} | {row['seconds']:.0f} s{' *' if improved else ''}")
+            f"{val_m['loss']:.4f} acc {val_m['acc']:.3f} AUC {val_m['auc']:.4f}"
+            f"{' (by source:' + by_source + ')' if by_source else ''} | corrupted val "
+            f"AUC {val_c['auc']:.4f} | lr {lr:.2g} | {row['seconds']:.0f} s{' *' if improved else ''}"
+            + f" | threshold {threshold:.3f} ({rule})")
         save_checkpoint(last, loop.model, config, loop.state(epoch, settings))
         plots.write_history(loop.history, out.parent / "history.parquet", settings)
         plots.plot_curves(loop.history, out.parent / "curves.png", s.arch)

@@ -18,10 +18,17 @@ HISTORY_SCHEMA = pa.schema([
 
 
 def write_history(history: list[dict], path, settings: dict) -> Path:
-    """One row per epoch; the run's settings and versions go into the key-value metadata."""
+    """One row per epoch; the run's settings and versions go into the key-value metadata.
+
+    Columns beyond HISTORY_SCHEMA (float64, in the rows' order): per-source Val metrics
+    (``val_auc_<source>``, ``val_acc_<source>``, ``val_auc_mean``) with several sources, and
+    ``threshold``, the decision threshold the Val scores of that epoch give (engines.train.threshold).
+    """
     from engines.files import versions, write_table
 
-    table = pa.Table.from_pylist(history, schema=HISTORY_SCHEMA)
+    extra = [k for k in (history[0] if history else {}) if k not in HISTORY_SCHEMA.names]
+    schema = pa.schema(list(HISTORY_SCHEMA) + [pa.field(k, pa.float64()) for k in extra])
+    table = pa.Table.from_pylist(history, schema=schema)
     return write_table(path, table, {"train": settings, "versions": versions()})
 
 

@@ -122,7 +122,8 @@ def time_scan(catalog, engine, settings: RunSettings, out_dir, meta: dict) -> Sc
     write_s += end - t
     total = end - start
     faces = pq.read_table(path)
-    metrics = metrics_table(faces, settings.threshold) if catalog.has_labels else None
+    threshold, origin = settings.threshold_for(engine.config)
+    metrics = metrics_table(faces, threshold, origin) if catalog.has_labels else None
     first = metrics.slice(0, 1).to_pylist()[0] if metrics is not None else None
     return ScanTiming(total, timed.seconds, write_s, batch_s, faces, first)
 

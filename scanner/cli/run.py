@@ -27,7 +27,9 @@ def sigterm_as_interrupt():
                    "Default: the bundled model.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--batch-size", default=64, show_default=True, help="Faces per batch.")
-@click.option("--threshold", default=0.5, show_default=True, help="score_fake at or above it is Fake.")
+@click.option("--threshold", type=float, default=None,
+              help="score_fake at or above it is Fake. Default: the model's own threshold (chosen on "
+                   "validation when it was trained; the run's log names it), else 0.5.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out: scan only what is missing.")
 @click.option("--overwrite", is_flag=True, help="Delete dfscan's results in --out and start again.")

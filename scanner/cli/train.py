@@ -20,16 +20,28 @@ def _pretrained(value: str) -> str | None:
 
 @click.command()
 @click.option("--arch", required=True, help="Architecture (see 'dfscan models').")
-@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Dataset root in the OpenForensics layout: ROOT/Images/<Split>/, ROOT/<Split>_poly.json.")
+@click.option("--data", "data", required=True, multiple=True, metavar="[NAME=]PATH[:WEIGHT]",
+              help="A training source; repeat for several. PATH: an OpenForensics root "
+                   "(ROOT/Images/<Split>/, ROOT/<Split>_poly.json) or a folder with real/ and fake/ "
+                   "face images, split by file-name prefix before '__' (clip or identity). NAME "
+                   "(default: the folder's name) labels its metrics; WEIGHT (default 1) scales its "
+                   "faces in the loss.")
 @click.option("--train-split", default="Train", show_default=True)
 @click.option("--val-split", default="Val", show_default=True,
-              help="Split that picks the best epoch (by ROC-AUC, ties by loss).")
+              help="Split that picks the best epoch (by ROC-AUC, ties by loss; with several "
+                   "sources, by the mean of their Val AUCs).")
+@click.option("--val-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25,
+              show_default=True, help="Folder sources: the share of each class's faces (whole "
+                                      "groups) held out for validation.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Store the lowest threshold whose Val false-positive rate is at most this. "
+                   "Default: the threshold of best Val balanced accuracy.")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
 @click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate.")
 @click.option("--pretrained", default="auto", show_default=True,
-              help="ImageNet init: a .pth file, 'auto' (an installed offline weights package) or 'none'.")
+              help="Initial weights: a .pth file or a dfscan checkpoint (fine-tuning), 'auto' "
+                   "(an installed offline ImageNet weights package) or 'none'.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint of the best epoch; OUT's stem + .last.pt holds the resumable state, "
                    "history.parquet and the PNGs go beside it.")
@@ -54,17 +66,20 @@ def _pretrained(value: str) -> str | None:
 @click.option("--limit", type=click.IntRange(min=2), default=None,
               help="Use at most N faces per split, Real and Fake alternating (smoke tests).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(arch, data, train_split, val_split, epochs, batch_size, lr, pretrained, out, resume,
-          early_stop, plateau, augment, clean_share, precision, ema, seed, res, limit, quiet):
-    """Train ARCH on face crops made by the same DALI pipeline as 'dfscan run'.
+def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, batch_size,
+          lr, pretrained, out, resume, early_stop, plateau, augment, clean_share, precision, ema, seed,
+          res, limit, quiet):
+    """Train ARCH on face crops made by the same DALI pipeline as 'dfscan run'; the checkpoint
+    carries the decision threshold chosen on Val (see --target-fpr), which 'dfscan run' uses.
 
     Example: dfscan train --arch mobilenetv2 --data data/realorfake --epochs 12 --out runs/mnv2/model.pt
-    """
-    import functools
 
+    Several sources: dfscan train --arch mobilenetv2 --data data/realorfake
+    --data clips=/tmp/video-faces:2 --out runs/multi/model.pt
+    """
     from engines.models import get_model_config
     from engines.train.loop import TrainSettings, fit
-    from scanner.run.training import split_crops
+    from scanner.run.sources import parse_sources, source_crops
     from scanner.settings import batch_for, batch_note
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
@@ -75,58 +90,102 @@ def train(arch, data, train_split, val_split, epochs, batch_size, lr, pretrained
     if fitted != batch_size:
         log(batch_note(size, batch_size, fitted))
         batch_size = fitted
-    settings = TrainSettings(arch=arch, data=data, out=out, train_split=train_split,
+    sources = parse_sources(data)
+    settings = TrainSettings(arch=arch, data=list(data), out=out, train_split=train_split,
                              val_split=val_split, epochs=epochs, batch_size=batch_size, lr=lr,
                              pretrained=_pretrained(pretrained), resume=resume,
                              early_stop=early_stop, plateau=plateau, augment=augment,
                              clean_share=clean_share,
                              precision=precision, ema=ema, seed=seed,
-                             res=res, limit=limit, progress=not quiet)
-    crops = functools.partial(split_crops, data, limit=limit, log=log)
-    result = fit(settings, lambda split, config: crops(split, config), log=log)
+                             res=res, limit=limit, progress=not quiet,
+                             source_weights={s.name: s.weight for s in sources},
+                             target_fpr=target_fpr)
+    crops = source_crops(sources, train_split, val_split, val_share, limit=limit, log=log)
+    result = fit(settings, crops, log=log)
     b = result.best
     click.echo(f"best epoch {result.best_epoch}: {val_split} AUC {b['val_auc']:.4f}, acc "
-               f"{b['val_acc']:.4f}, loss {b['val_loss']:.4f} -> {result.out} "
-               f"({result.seconds:.0f} s this session)")
+               f"{b['val_acc']:.4f}, loss {b['val_loss']:.4f}, threshold {b['threshold']:.4f} "
+               f"-> {result.out} ({result.seconds:.0f} s this session)")
 
 
 @click.command("eval")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
               help="Engine file (.pt, .onnx, .plan). Default: the bundled model.")
-@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Dataset root in the OpenForensics layout.")
-@click.option("--split", default="Test-Dev", show_default=True)
+@click.option("--data", "data", required=True, multiple=True, metavar="[NAME=]PATH",
+              help="A labelled source, as for 'dfscan train' (an OpenForensics root, or real/ + fake/ "
+                   "folders); repeat for several: one metrics row set per source.")
+@click.option("--split", default="Test-Dev", show_default=True, help="OpenForensics sources: the split.")
+@click.option("--held-out", is_flag=True,
+              help="Folder sources: only the groups 'dfscan train' held out for validation "
+                   "(same --val-share). Default: every image.")
+@click.option("--val-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25,
+              show_default=True, help="With --held-out: the share 'dfscan train' used.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--threshold", default=0.5, show_default=True, help="score_fake at or above it is Fake.")
+@click.option("--threshold", type=float, default=None,
+              help="score_fake at or above it is Fake. Default: the model's own threshold (chosen on "
+                   "validation when it was trained; the run's log names it), else 0.5.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(engine_path, data, split, out_dir, batch_size, threshold, device, overwrite, quiet):
-    """Score one labelled split: OUT/faces.parquet, OUT/metrics.parquet, OUT/roc.png, OUT/det.png.
+def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size, threshold, device,
+             overwrite, quiet):
+    """Score labelled faces: OUT/faces.parquet, OUT/metrics.parquet, OUT/roc.png, OUT/det.png.
+
+    One OpenForensics source keeps that layout. Otherwise (several sources, or a folder source)
+    each source is scanned into OUT/<NAME>/ (a folder source's whole-image annotations go to
+    OUT/<NAME>_poly.json) and OUT/metrics.parquet holds every source's rows with a leading
+    'source' column.
 
     Example: dfscan eval --data data/realorfake --split Test-Challenge --out results/challenge
+
+    Several sources: dfscan eval --data data/realorfake --data dfdc=data/dfdc-crops --out results/all
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from engines.files import write_table
     from engines.train.plots import plot_roc_det
     from scanner.catalog import split_paths
     from scanner.errors import DfscanError
+    from scanner.output.metrics import METRICS_SCHEMA
     from scanner.run.job import run_job
+    from scanner.run.sources import folder_annotations, parse_sources
     from scanner.settings import RunSettings
 
-    images, annotations = split_paths(data, split)
-    settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold)
-    summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
-                      progress=not quiet, log=lambda m: click.echo(m, err=True))
-    if summary.metrics_path is None:
-        raise DfscanError(f"{annotations}: no face has both a label and a score")
-    faces = pq.read_table(summary.faces_path).to_pydict()
-    ok = [i for i, st in enumerate(faces["status"]) if st == "ok" and faces["label"][i] is not None]
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    sources = parse_sources(data)
     engine_name = Path(engine_path).name if engine_path else "default model"
-    plot_roc_det([faces["label"][i] for i in ok], [faces["score_fake"][i] for i in ok],
-                 out_dir, f"{engine_name} on {split}")
-    for row in pq.read_table(summary.metrics_path).to_pylist():
-        click.echo(f"{row['subset']:15s} n={row['n']:4d}  acc {row['accuracy']:.4f}  P "
-                   f"{row['precision']:.4f}  R {row['recall']:.4f}  F1 {row['f1']:.4f}  "
-                   f"AUC {row['roc_auc']:.4f}  EER {row['eer']:.4f}")
+    rows = []
+    by_source = len(sources) > 1 or sources[0].kind != "openforensics"
+    for source in sources:
+        out = Path(out_dir) / source.name if by_source else Path(out_dir)
+        if source.kind == "openforensics":
+            images, annotations = split_paths(source.path, split)
+            what = f"{source.name} {split}"
+        else:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            images = source.path
+            annotations = folder_annotations(source, Path(out_dir) / f"{source.name}_poly.json",
+                                             held_out, val_share, log)
+            what = f"{source.name}{' held-out groups' if held_out else ''}"
+        settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold)
+        summary = run_job(images, out, engine_path, annotations, settings, overwrite=overwrite,
+                          progress=not quiet, log=log)
+        if summary.metrics_path is None:
+            raise DfscanError(f"{annotations}: no face has both a label and a score")
+        faces = pq.read_table(summary.faces_path).to_pydict()
+        ok = [i for i, st in enumerate(faces["status"]) if st == "ok" and faces["label"][i] is not None]
+        plot_roc_det([faces["label"][i] for i in ok], [faces["score_fake"][i] for i in ok],
+                     out, f"{engine_name} on {what}")
+        metrics = pq.read_table(summary.metrics_path)
+        rows += [{"source": source.name, **row} for row in metrics.to_pylist()]
+    if by_source:
+        schema = pa.schema([("source", pa.string()), *METRICS_SCHEMA])
+        write_table(Path(out_dir) / "metrics.parquet", pa.Table.from_pylist(rows, schema=schema),
+                    {"sources": [str(s.path) for s in sources], "split": split, "held_out": held_out})
+    for row in rows:
+        click.echo(f"{row['source'][:14]:14s} {row['subset']:15s} n={row['n']:4d}  acc {row['accuracy']:.4f}  "
+                   f"P {row['precision']:.4f}  R {row['recall']:.4f}  F1 {row['f1']:.4f}  AUC "
+                   f"{row['roc_auc']:.4f}  EER {row['eer']:.4f}  threshold {row['threshold']:.4g} "
+                   f"({row['threshold_origin']})")

@@ -11,6 +11,9 @@ METRICS_SCHEMA = pa.schema([
     ("tp", pa.int64()), ("fp", pa.int64()), ("tn", pa.int64()), ("fn", pa.int64()),
     ("accuracy", pa.float64()), ("precision", pa.float64()), ("recall", pa.float64()),
     ("f1", pa.float64()), ("roc_auc", pa.float64()), ("eer", pa.float64()), ("threshold", pa.float64()),
+    # where the threshold came from: 'cli' (given), 'model' (chosen on validation when the model
+    # was trained, ModelConfig.threshold) or 'default' (0.5, for a model without one)
+    ("threshold_origin", pa.string()),
 ])
 
 
@@ -54,8 +57,9 @@ def binary_metrics(labels, scores, threshold: float = 0.5, subset: str = "all") 
     }
 
 
-def metrics_table(faces: pa.Table, threshold: float = 0.5) -> pa.Table | None:
-    """Metrics over the scanned, labelled faces: ``all`` plus one row per ``corruption`` value.
+def metrics_table(faces: pa.Table, threshold: float = 0.5, origin: str = "default") -> pa.Table | None:
+    """Metrics over the scanned, labelled faces: ``all`` plus one row per ``corruption`` value;
+    ``origin`` (where ``threshold`` came from) fills the ``threshold_origin`` column.
 
     Returns None when no face has both a label and a score.
     """
@@ -71,4 +75,6 @@ def metrics_table(faces: pa.Table, threshold: float = 0.5) -> pa.Table | None:
     for name in sorted({c for c in corr if c is not None}):
         mask = np.array([c == name for c in corr])
         rows.append(binary_metrics(labels[mask], scores[mask], threshold, subset=name))
+    for row in rows:
+        row["threshold_origin"] = origin
     return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)

@@ -107,7 +107,7 @@ def videos_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)
 
 
-def video_metrics_table(videos: pa.Table, threshold: float) -> pa.Table | None:
+def video_metrics_table(videos: pa.Table, threshold: float, origin: str = "default") -> pa.Table | None:
     """metrics.parquet's columns over clips with a label and a score (subset ``videos``), or None."""
     from scanner.output.metrics import METRICS_SCHEMA, binary_metrics
 
@@ -117,4 +117,5 @@ def video_metrics_table(videos: pa.Table, threshold: float) -> pa.Table | None:
     if not keep:
         return None
     labels, scores = zip(*keep)
-    return pa.Table.from_pylist([binary_metrics(labels, scores, threshold, subset="videos")], schema=METRICS_SCHEMA)
+    row = {**binary_metrics(labels, scores, threshold, subset="videos"), "threshold_origin": origin}
+    return pa.Table.from_pylist([row], schema=METRICS_SCHEMA)

@@ -137,6 +137,7 @@ def summarize(run: Run, report_path: Path) -> dict:
         "labelled": bool(labelled),
         "metrics": None if first is None else {"all": first, "subsets": subsets},
         "threshold": run.meta.get("threshold"),
+        "threshold_origin": run.meta.get("threshold_origin"),  # cli, model or default
         "engine": run.meta.get("engine"),
         "backend": run.meta.get("backend"),
         "arch": run.meta.get("arch"),

@@ -81,7 +81,8 @@ def run_meta(engine, engine_path, settings: RunSettings, images, catalog, choice
                                         "engine_choice": choice.reason}
     return {"engine": str(Path(engine_path).resolve()), **chosen, "backend": engine.name, "arch": engine.config.arch,
             "input_size": list(engine.config.input_size), "crop_margin": engine.config.crop_margin,
-            "threshold": settings.threshold, "device": settings.device, "batch_size": settings.batch_size,
+            "threshold": settings.threshold, "threshold_origin": settings.threshold_origin,
+            "device": settings.device, "batch_size": settings.batch_size,
             "max_pixels": settings.max_pixels, "images": str(Path(images).resolve()),
             "annotations": str(catalog.annotations.resolve()) if catalog.annotations else None,
             "versions": versions()}
@@ -130,6 +131,10 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
                                                              overwrite=overwrite, progress=progress, log=log)
         log(catalog.summary())
     with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, choice, scan_todo):
+        # resolved once the engine is open (its config carries the trained threshold); scan_todo
+        # holds this same settings object
+        settings.threshold, settings.threshold_origin = settings.threshold_for(engine.config)
+        log(f"threshold {settings.threshold:.4g} ({settings.threshold_origin})")
         settings = settings.fitted(engine.config.input_size, log)  # scan() fits alike; this line tells the user
         meta = run_meta(engine, engine_path, settings, images, catalog, choice)
         meta.update(detect.meta() if detecting else {})
@@ -181,15 +186,15 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     ok = sum(1 for s in faces.column("status").to_pylist() if s == "ok")
     metrics_path, first = None, None
     labelled = catalog.has_labels or any(c.label is not None for c in clips)
-    table = metrics_table(faces, settings.threshold) if labelled else None
+    table = metrics_table(faces, settings.threshold, settings.threshold_origin) if labelled else None
     if table is not None:
         metrics_path = write_table(output.dir / "metrics.parquet", table.cast(METRICS_SCHEMA), meta)
         first = table.slice(0, 1).to_pylist()[0]
     summary = RunSummary(len(catalog.images), faces.num_rows, ok, faces.num_rows - ok, seconds,
                          faces_path, metrics_path, first, resumed_faces=resumed, scanned_faces=scanned)
     if video_rows is not None:
-        summary.videos_path, summary.videos, summary.video_metrics = write_videos(output.dir, video_rows,
-                                                                                 settings.threshold, meta)
+        summary.videos_path, summary.videos, summary.video_metrics = write_videos(
+            output.dir, video_rows, settings.threshold, meta, settings.threshold_origin)
     return summary
 
 
@@ -211,11 +216,11 @@ def video_catalog(images, catalog, videos: VideoSettings, log=print) -> list:
     return clips
 
 
-def write_videos(out_dir, rows: list[dict], threshold: float, meta: dict):
+def write_videos(out_dir, rows: list[dict], threshold: float, meta: dict, origin: str = "default"):
     """``videos.parquet`` (+ ``video_metrics.parquet`` when clips carry labels)."""
     table = videos_table(rows)
     path = write_table(Path(out_dir) / "videos.parquet", table, meta)
-    metrics = video_metrics_table(table, threshold)
+    metrics = video_metrics_table(table, threshold, origin)
     first = None
     if metrics is not None:
         write_table(Path(out_dir) / "video_metrics.parquet", metrics, meta)

@@ -43,6 +43,6 @@ def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_fac
             results[r.face_id] = (None, r.status, r.error)
         rois = {f: roi for job in cropped.planned.jobs for f, roi in zip(job.face_ids, job.rois)}
         face_ids = sorted(results, key=order.__getitem__)
-        yield rows_to_table(catalog, face_ids, results, rois, settings.threshold)
+        yield rows_to_table(catalog, face_ids, results, rois, settings.threshold_for(engine.config)[0])
         if on_faces is not None:
             on_faces(len(face_ids))

@@ -35,7 +35,12 @@ def split_crops(root, split: str, config, batch_size: int = 64, limit: int | Non
     Raises DfscanError when the split is missing or holds no labelled, croppable face.
     """
     images_dir, annotations = split_paths(root, split)
-    catalog = load_catalog(images_dir, annotations)
+    yield from catalog_crops(load_catalog(images_dir, annotations), config, split, batch_size, limit, log)
+
+
+def catalog_crops(catalog, config, name: str, batch_size: int = 64, limit: int | None = None, log=print):
+    """Yield ``(uint8 crops, labels, face ids)`` for every labelled face of ``catalog``; ``name``
+    (a split or source) goes into the log lines. Raises DfscanError when none could be cropped."""
     if limit is not None:
         catalog = _limit(catalog, limit)
     mean = np.asarray(config.mean, dtype=np.float32)[:, None, None] * 255
@@ -52,9 +57,12 @@ def split_crops(root, split: str, config, batch_size: int = 64, limit: int | Non
             yield pixels, [catalog.faces[face_ids[n]].label for n in keep], [face_ids[n] for n in keep]
             yielded += len(keep)
     for r in failed[:5]:
-        log(f"{split}: face {r.face_id} skipped ({r.status}: {r.error})")
+        log(f"{name}: face {r.face_id} skipped ({r.status}: {r.error})")
+    if len(failed) > 5:
+        log(f"{name}: {len(failed) - 5} more faces skipped")
     if not yielded:
-        raise DfscanError(f"{annotations}: no labelled face could be cropped (category_id 0 or 1)")
+        where = catalog.annotations or name
+        raise DfscanError(f"{where}: no labelled face could be cropped (category_id 0 or 1)")
 
 
 def face_batches(images, with_labels: bool = False, batch_size: int = 32):
