@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from engines.errors import DfscanError
-from engines.quantize import MAX_AUC_DROP
+from engines.quantize import MAX_AUC_DROP, MAX_SCORE_DRIFT_P95
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -56,7 +56,8 @@ def choose_engine(checkpoint, device: str = "cpu", backend: str | None = None,
                   precision: str | None = None, *, input_size=None, calibration: Callable | None = None,
                   validation: Callable | None = None, drift: Callable | None = None,
                   data_tag: str = "", threads: int | None = None, cache_dir=None,
-                  warn: Callable[[str], None] = print, max_auc_drop: float = MAX_AUC_DROP) -> EngineChoice:
+                  warn: Callable[[str], None] = print, max_auc_drop: float = MAX_AUC_DROP,
+                  max_drift_p95: float = MAX_SCORE_DRIFT_P95) -> EngineChoice:
     """Decide (and build or reuse from the cache) the engine for ``checkpoint`` on ``device``.
 
     ``backend`` / ``precision`` ('fp32', 'fp16', 'bf16', 'int8') override the choice.
@@ -82,7 +83,7 @@ def choose_engine(checkpoint, device: str = "cpu", backend: str | None = None,
         return _torch(path, device, precision or ("fp16" if device == "cuda" else "fp32"),
                       threads, "the torch backend was asked for")
     job = _Job(path, device, input_size, calibration, validation, drift, data_tag, threads,
-               cache_dir, warn, max_auc_drop, backend_asked=backend is not None)
+               cache_dir, warn, (max_auc_drop, max_drift_p95), backend_asked=backend is not None)
     return _gpu(job, backend, precision) if device == "cuda" else _cpu(job, backend, precision)
 
 
@@ -119,7 +120,7 @@ class _Job:
     threads: int | None
     cache_dir: object
     warn: Callable
-    max_auc_drop: float
+    limits: tuple  # (largest Val AUC drop, largest p95 |Δscore|) an INT8 engine may show
     backend_asked: bool = False
     qdq: Path | None = None  # a gated QDQ file shipped beside the checkpoint (engines.quantize)
     qdq_record: dict | None = None
@@ -160,28 +161,27 @@ def _cpu(job: _Job, backend, precision) -> EngineChoice:
         if not ok:
             raise DfscanError(f"{job.checkpoint}: the {backend} backend cannot run here: {detail}")
         names = [backend]
-    limit = job.max_auc_drop
+    limits = job.limits
     if precision == "fp32":
         return _pick(job, {n: _cached(job, n, "fp32") for n in names}, "fp32", "fp32 as asked")
     int8 = _int8_engines(job, names, asked=precision == "int8")
     if precision == "int8":
         (name, (path, record)), *_ = int8.items()
-        passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limit)}
+        passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limits)}
         if passed:
             return _pick(job, passed, "int8", "INT8 as asked; it passed the accuracy gate")
         gate = _gate_of(record)
         if gate:
-            job.warn(f"{path}: INT8 was asked for but lost {gate['auc_drop']:.4f} Val AUC (limit {limit})")
+            job.warn(f"{path}: INT8 was asked for but failed the accuracy gate ({_figures(gate, limits)})")
         verdict = "FAILED the accuracy gate" if gate else "not gated (no validation faces)"
         return _pick(job, int8, "int8", f"INT8 as asked; it {verdict}")
-    passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limit)}
+    passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limits)}
     if passed:
-        gate = _gate_of(next(iter(passed.values()))[1])
-        return _pick(job, passed, "int8", f"INT8, which passed the accuracy gate (Val AUC drop "
-                                          f"{gate['auc_drop']:+.4f} ≤ {limit}{_source(gate)})")
+        return _pick(job, passed, "int8", lambda record: f"INT8, which passed the accuracy gate ("
+                     f"{_figures(_gate_of(record), limits)}{_source(_gate_of(record))})")
     gates = [g for g in (_gate_of(r) for _, r in int8.values()) if g]
     if gates:
-        why_fp32 = f"INT8 failed the accuracy gate (Val AUC drop {gates[0]['auc_drop']:+.4f} > {limit})"
+        why_fp32 = f"INT8 failed the accuracy gate ({_figures(gates[0], limits)}{_source(gates[0])})"
     else:
         why_fp32 = "no calibration and validation faces were given to build and gate an INT8 engine"
     return _pick(job, {n: _cached(job, n, "fp32") for n in names}, "fp32", f"fp32, {why_fp32}")
@@ -199,6 +199,9 @@ def _int8_engines(job: _Job, names, asked: bool) -> dict:
     shipped = shipped_int8(job.checkpoint)
     if shipped:
         job.qdq, job.qdq_record = shipped
+        gate = {**shipped[1]["gate"], "source": "shipped"}
+        if not asked and not _passed(gate, job.limits):  # its figures decide: nothing to build
+            return {names[0]: (None, {"build": {"gate": gate}})}
         return {n: _cached(job, n, "int8") for n in names}
     found = {}
     for n in names:
@@ -211,7 +214,7 @@ def _int8_engines(job: _Job, names, asked: bool) -> dict:
     return found
 
 
-def _pick(job: _Job, built: dict, precision: str, why: str) -> EngineChoice:
+def _pick(job: _Job, built: dict, precision: str, why) -> EngineChoice:
     """The faster of the built engines on this machine (timed once and cached, engines.race)."""
     from engines.backends import load_engine
     from engines.cache import default_cache_dir, library_version
@@ -228,6 +231,7 @@ def _pick(job: _Job, built: dict, precision: str, why: str) -> EngineChoice:
         speed = "the only CPU runtime installed" if len(CPU_BACKENDS) > 1 and not job.backend_asked \
             else "--backend as asked"
     path, record = built[name]
+    why = why(record) if callable(why) else why  # the winner's own figures (each runtime is gated)
     return EngineChoice(name, precision, path, "cpu", f"CPU: {name} {why}; {speed}",
                         {"threads": job.threads}, {**(record or {}), "race": figures})
 
@@ -264,15 +268,20 @@ def _gpu(job: _Job, backend, precision) -> EngineChoice:
 
 
 def _int8_settings(job: _Job) -> dict:
-    # The gate's limit is not part of the key: the record keeps the measured AUC drop, and each
-    # run compares it with its own limit, so changing the limit never forces a rebuild.
+    # The gate's limits are not part of the key: the record keeps the measured figures, and each
+    # run compares them with its own limits, so changing a limit never forces a rebuild.
     if job.qdq is not None:
         return {"qdq_sha256": job.qdq_record["qdq_sha256"]}
     return {"calibration": "minmax", "reduce_range": True, "data": job.data_tag}
 
 
-def _passed(gate: dict | None, limit: float) -> bool | None:
-    return None if not gate else bool(gate["auc_drop"] <= limit)
+def _passed(gate: dict | None, limits: tuple) -> bool | None:
+    return None if not gate else bool(gate["auc_drop"] <= limits[0] and gate["delta_p95"] <= limits[1])
+
+
+def _figures(gate: dict, limits: tuple) -> str:
+    return (f"Val AUC drop {gate['auc_drop']:+.4f} (limit {limits[0]}), "
+            f"p95 |Δscore| {gate['delta_p95']:.3f} (limit {limits[1]})")
 
 
 def _cached(job: _Job, backend: str, precision: str):
@@ -328,4 +337,4 @@ def _gate(job: _Job, backend: str, config, fp32_onnx: Path, int8_engine: Path) -
     reference = load_engine(fp32_onnx, "cpu", backend, threads=job.threads)
     candidate = load_engine(int8_engine, "cpu", backend, threads=job.threads)
     drift = job.drift(config) if job.drift is not None else (b for b, _ in job.validation(config))
-    return accuracy_gate(reference, candidate, job.validation(config), drift, job.max_auc_drop).to_dict()
+    return accuracy_gate(reference, candidate, job.validation(config), drift, *job.limits).to_dict()

@@ -26,6 +26,11 @@ from engines.files import write_atomic
 
 PRECISION_KEY = "dfscan_precision"  # ONNX metadata: "int8" on quantised exports
 MAX_AUC_DROP = 0.005
+# The AUC of a few dozen validation faces cannot resolve a 0.005 drop: the bundled model's INT8
+# lost 0.0012 Val AUC (80 faces) yet moved Val scores by p95 |Δ| 0.16, and later lost 0.014 AUC
+# on Test-Dev (measured once, after the gate was set). Scores moved that far flip verdicts near
+# the threshold, so the gate also bounds the drift, measured on the validation faces.
+MAX_SCORE_DRIFT_P95 = 0.05
 
 
 class _Reader:
@@ -112,7 +117,8 @@ def quantize_onnx(onnx_path, out, calib_batches: Iterable, *, max_batches: int |
 
 @dataclass(frozen=True)
 class GateResult:
-    """The INT8 accuracy gate's figures; ``passed`` means ``auc_drop <= max_auc_drop``."""
+    """The INT8 accuracy gate's figures; ``passed`` means ``auc_drop <= max_auc_drop`` and
+    ``delta_p95 <= max_drift_p95``."""
 
     auc_fp32: float
     auc_int8: float
@@ -125,6 +131,7 @@ class GateResult:
     faces_drift: int
     max_auc_drop: float
     passed: bool
+    max_drift_p95: float = MAX_SCORE_DRIFT_P95
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,7 +140,8 @@ class GateResult:
         verdict = "passed" if self.passed else "FAILED"
         return (f"INT8 gate {verdict}: AUC {self.auc_int8:.4f} vs fp32 {self.auc_fp32:.4f} "
                 f"(drop {self.auc_drop:+.4f}, limit {self.max_auc_drop}); |Δscore| p50 "
-                f"{self.delta_p50:.4f} p99 {self.delta_p99:.4f} max {self.delta_max:.4f}")
+                f"{self.delta_p50:.4f} p95 {self.delta_p95:.4f} (limit {self.max_drift_p95}) "
+                f"p99 {self.delta_p99:.4f} max {self.delta_max:.4f}")
 
 
 def fake_scores(logits: np.ndarray, class_names=("Real", "Fake")) -> np.ndarray:
@@ -145,13 +153,14 @@ def fake_scores(logits: np.ndarray, class_names=("Real", "Fake")) -> np.ndarray:
 
 
 def accuracy_gate(fp32_engine, int8_engine, validation: Iterable, drift: Iterable,
-                  max_auc_drop: float = MAX_AUC_DROP) -> GateResult:
+                  max_auc_drop: float = MAX_AUC_DROP, max_drift_p95: float = MAX_SCORE_DRIFT_P95) -> GateResult:
     """Compare an INT8 engine with its fp32 engine.
 
     ``validation`` yields ``(batch, labels)`` (labels 1 = fake): ROC-AUC of both engines and the
     drop ``auc_fp32 - auc_int8``. ``drift`` yields batches or ``(batch, labels)`` (e.g. Test-Dev):
     quantiles 50/95/99/max of |P_int8(fake) - P_fp32(fake)|. Passes when the drop is at most
-    ``max_auc_drop`` (0.005 by default). Raises DfscanError when either iterator is empty or the
+    ``max_auc_drop`` (0.005 by default) and the p95 drift at most ``max_drift_p95`` (0.05; pass
+    validation faces as ``drift`` when the verdict matters: it must not be tuned on a test set). Raises DfscanError when either iterator is empty or the
     validation labels hold a single class (AUC is undefined then).
     """
     from sklearn.metrics import roc_auc_score
@@ -181,8 +190,8 @@ def accuracy_gate(fp32_engine, int8_engine, validation: Iterable, drift: Iterabl
     drop = auc32 - auc8
     return GateResult(auc_fp32=auc32, auc_int8=auc8, auc_drop=drop, delta_p50=p50, delta_p95=p95,
                       delta_p99=p99, delta_max=float(deltas.max()), faces_validation=len(labels),
-                      faces_drift=len(deltas), max_auc_drop=max_auc_drop,
-                      passed=bool(drop <= max_auc_drop))
+                      faces_drift=len(deltas), max_auc_drop=max_auc_drop, max_drift_p95=max_drift_p95,
+                      passed=bool(drop <= max_auc_drop and p95 <= max_drift_p95))
 
 
 SHIPPED_SUFFIX = ".int8.onnx"  # beside a checkpoint: <stem>.int8.onnx + <stem>.int8.json

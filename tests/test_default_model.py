@@ -26,6 +26,13 @@ def test_default_model_is_bundled_small_and_loads_with_no_arguments():
     assert path == DEFAULT_ENGINE and engine.config.arch == "mobilenetv2"
     # fast by default: a compiled CPU engine, not eager torch (INT8 only behind its gate)
     assert choice.precision == "fp32" and choice.backend in ("openvino", "onnx") and engine.name == choice.backend
+    # Its INT8 file ships beside it, but moved Val scores too far (p95 |Δ| 0.16 > 0.05): fp32 by
+    # default, with the reason; `--precision int8` uses the shipped file without calibration data.
+    assert "INT8 failed the accuracy gate" in choice.reason and "p95 |Δscore|" in choice.reason
+    gate = choice.record["build"]["gate"] if "gate" in choice.record.get("build", {}) else None
+    int8 = open_engine(None, RunSettings(device="cpu", precision="int8"), log=lambda m: None)[2]
+    assert int8.precision == "int8" and int8.record["build"]["gate"]["source"] == "shipped"
+    assert int8.record["build"]["gate"]["delta_p95"] > 0.05 and gate is None
     model, config, payload = load_checkpoint(DEFAULT_ENGINE)
     assert config.input_size == (224, 224) and config.crop_margin == 1.3
     assert payload["extra"]["settings"]["val_split"] == "Val"  # chosen on Val, not a test split

@@ -31,6 +31,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        self.threads = threads  # None: ONNX Runtime's default (one per core)
         if threads is not None:
             if threads < 1:
                 raise DfscanError(f"{path}: threads must be at least 1, got {threads}")
