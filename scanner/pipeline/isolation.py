@@ -176,7 +176,7 @@ class Supervisor:
         self.child: DecoderProcess | None = None
 
     def image_done(self, image_id) -> bool:
-        return all(f in self.delivered for f in self.catalog.images[image_id].face_ids)
+        return all(f in self.delivered for f in self.catalog.face_ids_of(image_id).tolist())
 
     def start(self, pending: list[int]):
         # the child needs only the images still to do; a restart sends less each time
@@ -233,7 +233,7 @@ class Supervisor:
     def crashed(self, image_id, how: str) -> CroppedBatch:
         why = (f"the decoding process died of {how} each time it read this image; "
                "the rest of the run went on")
-        faces = [f for f in self.catalog.images[image_id].face_ids if f not in self.delivered]
+        faces = [f for f in self.catalog.face_ids_of(image_id).tolist() if f not in self.delivered]
         self.delivered.update(faces)
         return CroppedBatch(PlannedBatch(failed=[FaceResult(f, DECODER_CRASHED, why) for f in faces]), [], [])
 
@@ -247,14 +247,15 @@ def isolated_crops(catalog: Catalog, config, settings: RunSettings, image_ids=No
     """``iter_crops`` with the decoding in a child process; an image that kills it every time
     gets ``decoder_crashed``. A batch's crops live in shared memory and are valid only until the
     next batch is asked for. Raises DfscanError when the child cannot even start."""
-    ids = [i for i in (catalog.images if image_ids is None else image_ids) if catalog.images[i].face_ids]
+    ids = catalog.images_with_faces(image_ids)
     sup = Supervisor(catalog, config, settings)
     todo = deque([(ids, 0)] if ids else [])  # (image ids, crashes of this list when alone)
     idle_deaths = 0
     try:
         while todo:
             part, alone = todo.popleft()
-            part = [i for i in part if not sup.image_done(i)]
+            if sup.delivered:  # (a first pass over millions of images has nothing to skip)
+                part = [i for i in part if not sup.image_done(i)]
             if not part:
                 continue
             pending = part + [i for rest, _ in todo for i in rest]
