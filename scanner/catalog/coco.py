@@ -100,10 +100,9 @@ class Resolver:
 
     def __call__(self, file_name: str) -> int:
         """One of IN_ANN_ROOT, IN_IMAGES, BY_BASENAME, NO_PATH, or -2 (refused: outside the roots)."""
-        if (os.path.isabs(file_name) or ".." in Path(file_name).parts) and not self.allow_outside:
+        if not self.allow_outside and (os.path.isabs(file_name) or ".." in file_name.split("/")):
             return -2
-        # one spelling per folder, so that its listing is read once ('..' is left to the kernel)
-        rel = os.path.normpath(file_name) if file_name and ".." not in Path(file_name).parts else file_name
+        rel = file_name
         for where, base in zip((IN_ANN_ROOT, IN_IMAGES), self.bases):
             if rel and self.exists(os.path.join(base, rel)):
                 return where
@@ -196,12 +195,12 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset
         score = ann.get("score")
         score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
         build.add_face(int(ann["id"]), int(ann["image_id"]), _bbox(ann["bbox"]), label, score)
-    face_ids = np.frombuffer(build.face_ids, dtype=np.int64)
+    face_ids = np.frombuffer(build.face_ids, dtype=np.int64).copy()  # (a view would pin the array)
     duplicate = _first_duplicate(face_ids)
     if duplicate is not None:
         raise DfscanError(f"{ann_path}: duplicate annotation id {duplicate} in 'annotations'")
     image_ids = np.frombuffer(build.image_ids, dtype=np.int64).copy()
-    face_image = np.frombuffer(build.face_image, dtype=np.int64)
+    face_image = np.frombuffer(build.face_image, dtype=np.int64).copy()
     rows = IdIndex(image_ids).rows(face_image)
     # a face naming an unknown image still gets its row: the image is added, with a status saying why
     unknown, first = np.unique(face_image[rows < 0], return_index=True)
@@ -227,7 +226,7 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset
                 problems[image_id] = problem  # a file gone since keeps its own status
             next_id += 1
         rows = np.concatenate([rows, np.array(extra, dtype=np.int64)])
-    del face_ids, face_image  # views into the builder's arrays, which grow no more
+
     return Catalog.from_columns(build.image_columns(problems, ann_path.parent, images_dir), build.face_columns(rows),
                                 ann_path, counts[IN_ANN_ROOT] + counts[IN_IMAGES], counts[BY_BASENAME],
                                 counts[NO_PATH] + counts[-2], has_labels)

@@ -67,8 +67,9 @@ class CocoSource:
     def records(self, key: str) -> Iterator[dict]:
         """``images`` or ``annotations`` records in file order; a missing list is empty."""
         fields = FIELDS[key]
+        needed = set(fields)
         for n, item in enumerate(self._items(key)):
-            if not isinstance(item, dict) or any(f not in item for f in fields):
+            if not isinstance(item, dict) or not item.keys() >= needed:
                 missing = [f for f in fields if not isinstance(item, dict) or f not in item]
                 raise DfscanError(f"{self.path}: {key}[{n}] lacks field {missing[0]!r}")
             yield item
