@@ -83,30 +83,36 @@ class Resolver:
         self.bases = (str(ann_root), str(images_dir))
         self.allow_outside = allow_outside
         self.listings: dict[str, frozenset] = {}
+        self.folders: dict[str, tuple[str, str]] = {}
 
-    def exists(self, path: str) -> bool:
-        """What ``is_file() or is_symlink()`` says (a dangling or looping link counts: reading it
-        then says what is wrong with it)."""
-        folder, name = os.path.split(path)
-        listing = self.listings.get(folder)
-        if listing is None:
+    def listing(self, folder: str) -> frozenset:
+        """Names in ``folder`` that ``is_file() or is_symlink()`` accepts (a dangling or looping
+        link counts: reading it then says what is wrong with it); empty if it cannot be listed."""
+        names = self.listings.get(folder)
+        if names is None:
             try:
                 with os.scandir(folder or ".") as it:
-                    listing = frozenset(e.name for e in it if e.is_symlink() or e.is_file())
+                    names = frozenset(e.name for e in it if e.is_symlink() or e.is_file())
             except OSError:
-                listing = frozenset()
-            self.listings[folder] = listing
-        return name in listing
+                names = frozenset()
+            self.listings[folder] = names
+        return names
 
     def __call__(self, file_name: str) -> int:
         """One of IN_ANN_ROOT, IN_IMAGES, BY_BASENAME, NO_PATH, or -2 (refused: outside the roots)."""
         if not self.allow_outside and (os.path.isabs(file_name) or ".." in file_name.split("/")):
             return -2
-        rel = file_name
-        for where, base in zip((IN_ANN_ROOT, IN_IMAGES), self.bases):
-            if rel and self.exists(os.path.join(base, rel)):
-                return where
-        if rel and self.exists(os.path.join(self.bases[1], os.path.basename(rel))):
+        if not file_name:
+            return NO_PATH
+        sub, name = os.path.split(file_name)
+        folders = self.folders.get(sub)
+        if folders is None:  # the folders this subfolder means under each base, joined once
+            folders = self.folders[sub] = tuple(os.path.join(base, sub) for base in self.bases)
+        if name in self.listing(folders[0]):
+            return IN_ANN_ROOT
+        if name in self.listing(folders[1]):
+            return IN_IMAGES
+        if name in self.listing(self.bases[1]):
             return BY_BASENAME
         return NO_PATH
 
@@ -235,10 +241,11 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset
 def _bbox(value) -> tuple[float, float, float, float]:
     """Keep whatever four numbers are there; validity is judged per face in ``scanner.pipeline.geometry``."""
     try:
-        x, y, w, h = (float(v) for v in value)
+        x, y, w, h = value
+        return (float(x), float(y), float(w), float(h))
     except (TypeError, ValueError):
         return (math.nan, math.nan, math.nan, math.nan)
-    return (x, y, w, h)
+
 
 def split_paths(root, split: str) -> tuple[Path, Path]:
     """``(ROOT/Images/<split>, ROOT/<split>_poly.json)``, the OpenForensics layout."""

@@ -205,9 +205,11 @@ class Supervisor:
         return bool(self.delivered.has(self.catalog.face_ids_of(image_id)).all())
 
     def start(self, pending: list[int]):
-        # the child needs only the images still to do; a restart sends less each time
-        self.child = DecoderProcess(self.ctx, self.catalog.subset(pending), self.config, self.settings,
-                                    self.shared, self.progress)
+        # the child needs only the images still to do; a restart sends less each time (the first
+        # start of a fresh run sends the catalog as it is: a subset would be a second copy of it)
+        whole = len(pending) == len(self.catalog.images)
+        self.child = DecoderProcess(self.ctx, self.catalog if whole else self.catalog.subset(pending), self.config,
+                                    self.settings, self.shared, self.progress)
 
     def scan_list(self, ids: list[int], pending: list[int]) -> Iterator[CroppedBatch | str]:
         """Batches of ``ids`` from the child; ends with the child's death (a str) if it died."""
