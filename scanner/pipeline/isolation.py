@@ -188,6 +188,13 @@ class Delivered:
     def __bool__(self) -> bool:
         return self.count > 0
 
+    def __iter__(self):
+        """The delivered face ids, in catalog order."""
+        return iter(self.catalog.face_cols.ids[self.flags].tolist())
+
+    def __len__(self) -> int:
+        return self.count
+
 
 class Supervisor:
     """Feeds lists of image ids to the child, restarts it when it dies, and bisects."""
