@@ -1,8 +1,8 @@
 """The catalog held as columns: NumPy arrays and one Arrow string array, no Python object per face.
 
-A 2,000,000-face catalog as dicts of dataclasses took about 1 KB per face; as columns it takes
-about 100 bytes (ids, box, label, score, the image's row; per image its file name, how its path
-was resolved, its corruption). ``Catalog.images`` and ``Catalog.faces`` stay read-only mappings
+A catalog as dicts of dataclasses held several Python objects per face for the whole run; as
+columns it takes about 100 bytes a face (ids, box, label, score, the image's row; per image its
+file name, how its path was resolved, its corruption: 50 MB pickled for 500,000 faces). ``Catalog.images`` and ``Catalog.faces`` stay read-only mappings
 (id → ``ImageRecord`` / ``FaceRecord``) whose records are built when asked for, so the code that
 reads one record at a time is unchanged; the run loop asks the column methods instead
 (``face_ids_of``, ``face_positions``, ``face_columns``, ``pending_images``).
