@@ -127,7 +127,8 @@ class FaceColumns:
 
 
 class ImagesView(Mapping):
-    """``catalog.images``: image id → ImageRecord, built on access, in catalog order."""
+    """``catalog.images``: image id → ImageRecord, built on access, in catalog order. A record is
+    a copy: changing it changes nothing (build a ``Catalog`` of changed records instead)."""
 
     def __init__(self, catalog: "Catalog"):
         self.catalog = catalog
