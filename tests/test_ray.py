@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from scanner.catalog import load_catalog
+from scanner.catalog import Catalog, load_catalog
 from scanner.cli import main
 from scanner.settings import RunSettings
 
@@ -159,8 +159,11 @@ def test_an_image_that_kills_its_worker_every_time_is_worker_crashed(big_set, re
     keep = list(catalog.images)[:12]
     poison = tmp_path / f"{CRASH_TAG}00001.jpg"
     poison.write_bytes(catalog.images[keep[5]].path.read_bytes())
-    catalog.images[keep[5]].path = poison
-    catalog = catalog.subset(keep)
+    # the catalog's records are built on access: a changed one goes into a catalog of records
+    images = {i: catalog.images[i] for i in keep}
+    images[keep[5]].path = poison
+    catalog = Catalog(images, {f: catalog.faces[f] for i in keep for f in images[i].face_ids},
+                      catalog.annotations, has_labels=catalog.has_labels)
     with RayScanner(big_set[1], RunSettings(batch_size=32), RayOptions(workers=2, shard_images=6, retries=0)) as pool:
         tables = list(pool.scan(catalog))
     got = pa.concat_tables(tables).sort_by("face_id")

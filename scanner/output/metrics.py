@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 METRICS_SCHEMA = pa.schema([
     ("subset", pa.string()), ("n", pa.int64()), ("n_real", pa.int64()), ("n_fake", pa.int64()),
@@ -63,17 +64,19 @@ def metrics_table(faces: pa.Table, threshold: float = 0.5, origin: str = "defaul
 
     Returns None when no face has both a label and a score.
     """
-    d = faces.select(["label", "score_fake", "status", "corruption"]).to_pydict()
-    keep = [i for i, (lab, s, st) in enumerate(zip(d["label"], d["score_fake"], d["status"]))
-            if lab is not None and s is not None and st == "ok"]
-    if not keep:
+    d = faces.select(["label", "score_fake", "status", "corruption"])
+    # columns, not rows: a run of millions of faces holds no Python object per face here
+    keep = pc.and_(pc.and_(pc.is_valid(d.column("label")), pc.is_valid(d.column("score_fake"))),
+                   pc.equal(d.column("status"), "ok"))
+    d = d.filter(pc.fill_null(keep, False))
+    if not d.num_rows:
         return None
-    labels = np.array([d["label"][i] for i in keep])
-    scores = np.array([d["score_fake"][i] for i in keep])
-    corr = [d["corruption"][i] for i in keep]
+    labels = d.column("label").to_numpy()
+    scores = d.column("score_fake").to_numpy()
+    corr = d.column("corruption")
     rows = [binary_metrics(labels, scores, threshold)]
-    for name in sorted({c for c in corr if c is not None}):
-        mask = np.array([c == name for c in corr])
+    for name in sorted(v for v in pc.unique(corr).to_pylist() if v is not None):
+        mask = pc.fill_null(pc.equal(corr, name), False).to_numpy(zero_copy_only=False)
         rows.append(binary_metrics(labels[mask], scores[mask], threshold, subset=name))
     for row in rows:
         row["threshold_origin"] = origin

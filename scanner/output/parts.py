@@ -4,11 +4,14 @@ Layout of ``--out``::
 
     manifest.json        settings of the run, the parts written so far, and whether it is complete
     parts/part-NNNNN.parquet   rows as they are scanned, each part published by an atomic rename
-    faces.parquet        all rows in catalog order, assembled from the parts at the end
+    faces.parquet        all rows in catalog order, merged from the parts at the end
     metrics.parquet      when labels exist
 
 ``--resume`` reads the parts, skips every image whose faces are all there, and scans the rest;
 the final assembly keeps one row per face, so a resumed run equals an uninterrupted one.
+The assembly streams: it reads the parts' ``face_id`` columns (8 bytes a row), works out the
+order, then writes ``faces.parquet`` one row group at a time from the parts that group needs,
+so its memory does not grow with the run.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ import shutil
 import time
 from pathlib import Path
 
+from collections import OrderedDict
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -28,6 +34,8 @@ MANIFEST = "manifest.json"
 PARTS = "parts"
 OUR_FILES = (MANIFEST, PARTS, "faces.parquet", "metrics.parquet", "detections_poly.json", "report.html",
              "summary.json", "videos.parquet", "video_metrics.parquet")
+GROUP_ROWS = 65536  # rows per row group of faces.parquet, and per step of the merge
+CACHED_PARTS = 64  # parts kept read during the merge (a resumed run's parts interleave)
 # settings that change the rows: a resume with different ones would mix two runs
 MUST_MATCH = ("engine", "backend", "precision", "arch", "input_size", "crop_margin", "threshold", "images", "annotations",
               "detector", "det_margin", "det_max_side", "det_min_face", "det_min_score")
@@ -86,10 +94,19 @@ class RunOutput:
 
     def done_face_ids(self) -> set[int]:
         """Faces already in published parts (parts are complete files or absent)."""
-        done: set[int] = set()
-        for part in sorted((self.dir / PARTS).glob("part-*.parquet")):
-            done.update(pq.read_table(part, columns=["face_id"]).column("face_id").to_pylist())
-        return done
+        return set(self.done_face_array().tolist())
+
+    def done_face_array(self) -> np.ndarray:
+        """``face_id`` of every row in the published parts, part after part (int64; a face
+        scanned twice, before and after a kill, appears twice)."""
+        return np.concatenate([np.zeros(0, dtype=np.int64)] + self._part_ids(self._parts()))
+
+    def _parts(self) -> list[Path]:
+        return sorted((self.dir / PARTS).glob("part-*.parquet"))
+
+    @staticmethod
+    def _part_ids(parts: list[Path]) -> list[np.ndarray]:
+        return [pq.read_table(p, columns=["face_id"]).column("face_id").to_numpy().astype(np.int64) for p in parts]
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, table: pa.Table):
@@ -126,19 +143,61 @@ class RunOutput:
     def _save_manifest(self):
         write_atomic(self.dir / MANIFEST, json.dumps(self.manifest, indent=1, default=str))
 
-    def finish(self, face_order: dict[int, int]) -> Path:
-        """Assemble the parts into ``faces.parquet`` in catalog order, one row per face."""
+    def finish(self, face_order) -> Path:
+        """Merge the parts into ``faces.parquet``: catalog order, one row per face (its first).
+
+        ``face_order``: the catalog's face ids in catalog order (a sequence or int64 array), or
+        ``{face_id: position}``. Faces it does not name follow, in the order they were written.
+        """
         self.flush()
-        parts = sorted((self.dir / PARTS).glob("part-*.parquet"))
-        table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else FACES_SCHEMA.empty_table()
-        ids = table.column("face_id").to_pylist()
-        first: dict[int, int] = {}
-        for row, f in enumerate(ids):
-            first.setdefault(f, row)
-        rows = sorted(first.values(), key=lambda r: face_order.get(ids[r], len(face_order)))
-        table = table.take(pa.array(rows, type=pa.int64())).cast(self.schema)
-        out = write_atomic(self.dir / "faces.parquet", lambda fh: pq.write_table(table, fh))
-        self.manifest.update(complete=True, faces=table.num_rows, parts=[])
+        parts = self._parts()
+        ids = self._part_ids(parts)
+        sizes = np.array([len(a) for a in ids], dtype=np.int64)
+        all_ids = np.concatenate([np.zeros(0, dtype=np.int64)] + ids)
+        del ids
+        _, first = np.unique(all_ids, return_index=True)  # a face's first row (a kill can repeat it)
+        first.sort()
+        position = _positions(face_order, all_ids[first])
+        rows = first[np.argsort(position, kind="stable")]  # ties (faces not named) keep their row order
+        part_of = np.searchsorted(np.cumsum(sizes), rows, side="right")
+        in_part = rows - (np.cumsum(sizes) - sizes)[part_of]
+        del all_ids, first, position, rows
+        cache: OrderedDict[int, pa.Table] = OrderedDict()
+
+        def part(k: int) -> pa.Table:
+            if k not in cache:
+                cache[k] = pq.read_table(parts[k]).cast(self.schema)
+                if len(cache) > CACHED_PARTS:
+                    cache.popitem(last=False)
+            cache.move_to_end(k)
+            return cache[k]
+
+        def write(fh):
+            with pq.ParquetWriter(fh, self.schema) as writer:
+                for start in range(0, len(part_of), GROUP_ROWS):
+                    p, r = part_of[start:start + GROUP_ROWS], in_part[start:start + GROUP_ROWS]
+                    # runs of consecutive rows from one part become one slice each
+                    cut = np.flatnonzero((np.diff(p) != 0) | (np.diff(r) != 1)) + 1
+                    pieces = [part(int(p[a])).slice(int(r[a]), int(b - a))
+                              for a, b in zip(np.r_[0, cut], np.r_[cut, len(p)])]
+                    writer.write_table(pa.concat_tables(pieces), row_group_size=GROUP_ROWS)
+                if not len(part_of):
+                    writer.write_table(self.schema.empty_table())
+
+        out = write_atomic(self.dir / "faces.parquet", write)
+        self.manifest.update(complete=True, faces=int(len(part_of)), parts=[])
         self._save_manifest()
         shutil.rmtree(self.dir / PARTS, ignore_errors=True)
         return out
+
+
+def _positions(face_order, face_ids: np.ndarray) -> np.ndarray:
+    """Catalog position of each of ``face_ids``; ``len(face_order)`` for faces it does not name."""
+    if isinstance(face_order, dict):
+        order = np.array(sorted(face_order, key=face_order.__getitem__), dtype=np.int64)
+    else:
+        order = np.asarray(face_order, dtype=np.int64)
+    sorter = np.argsort(order, kind="stable")
+    at = np.minimum(np.searchsorted(order, face_ids, sorter=sorter), max(len(order) - 1, 0))
+    found = (order[sorter[at]] == face_ids) if len(order) else np.zeros(len(face_ids), dtype=bool)
+    return np.where(found, sorter[at] if len(order) else 0, len(order))

@@ -1,6 +1,7 @@
 """The ``faces.parquet`` schema: one row per annotated face, errors included."""
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 FACES_SCHEMA = pa.schema([
@@ -32,28 +33,30 @@ def rows_to_table(catalog, face_ids, results, rois, threshold: float) -> pa.Tabl
     """Rows for ``face_ids``; ``results[f] = (score or None, status, error)``.
 
     Whole-image faces (no box in the annotations) report the image's extent as their box.
+    The catalog's fields come as columns (``Catalog.face_columns``): no record per face.
     """
-    cols = {name: [] for name in FACES_SCHEMA.names}
-    for f in face_ids:
-        face = catalog.faces[f]
-        image = catalog.images[face.image_id]
-        score, status, error = results[f]
-        box = face.bbox
-        if box is None and f in rois:
-            x0, y0, x1, y1 = rois[f]
-            box = (x0, y0, x1 - x0, y1 - y0)
-        for name, v in zip("xywh", box or (None,) * 4):
-            cols[name].append(v)
-        cols["image_id"].append(face.image_id)
-        cols["file"].append(image.file)
-        cols["face_id"].append(f)
-        cols["label"].append(face.label)
-        cols["score_fake"].append(score)
-        cols["pred"].append(None if score is None else int(score >= threshold))
-        cols["status"].append(status)
-        cols["error"].append(error)
-        cols["corruption"].append(image.corruption)
-        cols["det_score"].append(face.score)
-    for name in VIDEO_ONLY:
-        cols[name] = [None] * len(cols["face_id"])
+    face_ids = list(face_ids)
+    cat = catalog.face_columns(face_ids)
+    box, no_box = cat["box"].copy(), cat["whole"].copy()
+    for k in np.flatnonzero(no_box):
+        roi = rois.get(face_ids[k])
+        if roi is not None:
+            x0, y0, x1, y1 = roi
+            box[k], no_box[k] = (x0, y0, x1 - x0, y1 - y0), False
+    scores = [results[f][0] for f in face_ids]
+    cols = {
+        "image_id": pa.array(cat["image_id"], type=pa.int64()),
+        "file": cat["file"],
+        "face_id": pa.array(face_ids, type=pa.int64()),
+        **{name: pa.array(box[:, k].astype(np.float32), mask=no_box) for k, name in enumerate("xywh")},
+        "label": pa.array(cat["label"], mask=cat["label"] < 0),
+        "score_fake": pa.array(scores, type=pa.float32()),
+        "pred": pa.array([None if s is None else int(s >= threshold) for s in scores], type=pa.int8()),
+        "status": pa.array([results[f][1] for f in face_ids], type=pa.string()),
+        "error": pa.array([results[f][2] for f in face_ids], type=pa.string()),
+        "corruption": cat["corruption"],
+        "det_score": pa.array(cat["det_score"].astype(np.float32), mask=~cat["has_score"]),
+    }
+    for name in VIDEO_ONLY:  # frame, time_s, track_id: null for still images
+        cols[name] = pa.nulls(len(face_ids), FACES_SCHEMA.field(name).type)
     return pa.table(cols, schema=FACES_SCHEMA)

@@ -12,6 +12,10 @@ from scanner.pipeline.geometry import face_roi
 from scanner.pipeline.graphs import FaceBatch
 from scanner.status import FaceError, FaceResult
 
+# faces decided without decoding (missing files, refused paths) take no slot; a batch that holds
+# only such faces still ends here, so that a catalog of missing files streams in batches too
+MAX_FAILED = 4096
+
 
 @dataclass
 class ImageJob:
@@ -81,7 +85,8 @@ def plan_batches(catalog: Catalog, batch_size: int, margin: float,
     """Yield batches of at most ``batch_size`` face slots, images in catalog order.
 
     An image whose faces do not fit in what is left of the batch starts the next one, so an
-    image is decoded exactly once unless it alone has more than ``batch_size`` faces.
+    image is decoded exactly once unless it alone has more than ``batch_size`` faces. A batch
+    also ends once it holds ``MAX_FAILED`` faces that failed before decoding.
     """
     batch = PlannedBatch()
     for image_id in (catalog.images if image_ids is None else image_ids):
@@ -97,5 +102,8 @@ def plan_batches(catalog: Catalog, batch_size: int, margin: float,
             batch.n_slots += len(part.face_ids)
         if not parts:
             batch.failed.extend(failed)
+        if len(batch.failed) >= MAX_FAILED:
+            yield batch
+            batch = PlannedBatch()
     if batch.jobs or batch.failed:
         yield batch

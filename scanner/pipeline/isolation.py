@@ -163,6 +163,39 @@ class DecoderProcess:
         self.proc.join()
 
 
+class Delivered:
+    """The faces the consumer has had: a flag per catalog position (a set of ids would hold a
+    Python int per face for the whole run)."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.flags = np.zeros(len(catalog.faces), dtype=bool)
+        self.count = 0
+
+    def has(self, face_ids) -> np.ndarray:
+        pos = self.catalog.face_positions(np.asarray(face_ids, dtype=np.int64))
+        return (pos >= 0) & self.flags[np.maximum(pos, 0)] if len(self.flags) else np.zeros(len(pos), dtype=bool)
+
+    def __contains__(self, face_id) -> bool:
+        return bool(self.has([face_id])[0])
+
+    def update(self, face_ids):
+        pos = self.catalog.face_positions(np.fromiter(face_ids, dtype=np.int64))
+        pos = np.unique(pos[pos >= 0])
+        self.count += int((~self.flags[pos]).sum())
+        self.flags[pos] = True
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __iter__(self):
+        """The delivered face ids, in catalog order."""
+        return iter(self.catalog.face_cols.ids[self.flags].tolist())
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class Supervisor:
     """Feeds lists of image ids to the child, restarts it when it dies, and bisects."""
 
@@ -172,16 +205,18 @@ class Supervisor:
         self.shared = self.ctx.RawArray(ctypes.c_float, int(np.prod(slot_shape(config, settings))))
         self.slots = np.frombuffer(self.shared, dtype=np.float32).reshape(slot_shape(config, settings))
         self.progress = self.ctx.RawValue(ctypes.c_longlong, -1)
-        self.delivered: set[int] = set()  # face ids sent to the consumer
+        self.delivered = Delivered(catalog)  # faces sent to the consumer
         self.child: DecoderProcess | None = None
 
     def image_done(self, image_id) -> bool:
-        return all(f in self.delivered for f in self.catalog.images[image_id].face_ids)
+        return bool(self.delivered.has(self.catalog.face_ids_of(image_id)).all())
 
     def start(self, pending: list[int]):
-        # the child needs only the images still to do; a restart sends less each time
-        self.child = DecoderProcess(self.ctx, self.catalog.subset(pending), self.config, self.settings,
-                                    self.shared, self.progress)
+        # the child needs only the images still to do; a restart sends less each time (the first
+        # start of a fresh run sends the catalog as it is: a subset would be a second copy of it)
+        whole = len(pending) == len(self.catalog.images)
+        self.child = DecoderProcess(self.ctx, self.catalog if whole else self.catalog.subset(pending), self.config,
+                                    self.settings, self.shared, self.progress)
 
     def scan_list(self, ids: list[int], pending: list[int]) -> Iterator[CroppedBatch | str]:
         """Batches of ``ids`` from the child; ends with the child's death (a str) if it died."""
@@ -216,13 +251,12 @@ class Supervisor:
         for face_ids, n in sizes:
             crops = self.slots[slot, at:at + n]
             at += n
-            keep = [k for k, f in enumerate(face_ids) if f not in self.delivered]
+            keep = np.flatnonzero(~self.delivered.has(face_ids)).tolist()
             if len(keep) < len(face_ids):
                 face_ids, crops = [face_ids[k] for k in keep], crops[keep]
             if face_ids:
                 pieces.append((face_ids, crops))
-        planned.failed = [r for r in planned.failed if r.face_id not in self.delivered]
-        failed = [r for r in failed if r.face_id not in self.delivered]
+        planned.failed, failed = self.not_delivered(planned.failed), self.not_delivered(failed)
         for job in planned.jobs:
             pairs = [(f, r) for f, r in zip(job.face_ids, job.rois) if f not in self.delivered]
             job.face_ids, job.rois = [f for f, _ in pairs], [r for _, r in pairs]
@@ -230,10 +264,17 @@ class Supervisor:
         self.delivered.update(r.face_id for r in planned.failed + failed)
         return CroppedBatch(planned, pieces, failed)
 
+    def not_delivered(self, results: list[FaceResult]) -> list[FaceResult]:
+        if not results:
+            return results
+        seen = self.delivered.has([r.face_id for r in results])
+        return [r for r, s in zip(results, seen.tolist()) if not s]
+
     def crashed(self, image_id, how: str) -> CroppedBatch:
         why = (f"the decoding process died of {how} each time it read this image; "
                "the rest of the run went on")
-        faces = [f for f in self.catalog.images[image_id].face_ids if f not in self.delivered]
+        ids = self.catalog.face_ids_of(image_id)
+        faces = ids[~self.delivered.has(ids)].tolist()
         self.delivered.update(faces)
         return CroppedBatch(PlannedBatch(failed=[FaceResult(f, DECODER_CRASHED, why) for f in faces]), [], [])
 
@@ -247,14 +288,15 @@ def isolated_crops(catalog: Catalog, config, settings: RunSettings, image_ids=No
     """``iter_crops`` with the decoding in a child process; an image that kills it every time
     gets ``decoder_crashed``. A batch's crops live in shared memory and are valid only until the
     next batch is asked for. Raises DfscanError when the child cannot even start."""
-    ids = [i for i in (catalog.images if image_ids is None else image_ids) if catalog.images[i].face_ids]
+    ids = catalog.images_with_faces(image_ids)
     sup = Supervisor(catalog, config, settings)
     todo = deque([(ids, 0)] if ids else [])  # (image ids, crashes of this list when alone)
     idle_deaths = 0
     try:
         while todo:
             part, alone = todo.popleft()
-            part = [i for i in part if not sup.image_done(i)]
+            if sup.delivered:  # (a first pass over millions of images has nothing to skip)
+                part = [i for i in part if not sup.image_done(i)]
             if not part:
                 continue
             pending = part + [i for rest, _ in todo for i in rest]

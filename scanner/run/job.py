@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engines.files import versions, write_table
@@ -145,9 +147,9 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         if save_detections is not None:
             save_detections()
         start = time.perf_counter()
-        done = set() if output.complete else output.done_face_ids()
-        todo = [i for i, img in catalog.images.items() if not all(f in done for f in img.face_ids)]
-        resumed = sum(1 for f in catalog.faces if f in done)
+        done = np.zeros(0, dtype=np.int64) if output.complete else output.done_face_array()
+        todo, resumed = catalog.pending_images(done)
+        del done
         if resume and output.complete:
             log(f"{output.dir} already holds a complete run; nothing to scan")
             todo = []
@@ -172,7 +174,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
             output.record_session(len(todo), scanned, True, time.perf_counter() - start)
             output.flush()
             bar.close()
-            saved = sum(1 for f in output.done_face_ids() if f in catalog.faces)
+            done = np.unique(output.done_face_array())
+            saved = int(np.count_nonzero(done < ID_SPAN))  # video faces' ids start at ID_SPAN
             clips_saved = f" and {len(saved_videos(clips, output))} of {len(clips)} videos" if clips else ""
             raise RunInterrupted(f"interrupted: {saved} of {len(catalog.faces)} image faces{clips_saved} are saved "
                                  f"in {output.dir}; run the same command with --resume to finish") from None
@@ -180,10 +183,11 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     faces_path = output.dir / "faces.parquet"
     if not output.complete:
         output.record_session(len(todo), scanned, False, time.perf_counter() - start)
-        faces_path = output.finish({f: n for n, f in enumerate(catalog.faces)})
+        faces_path = output.finish(catalog.face_cols.ids)
     seconds = time.perf_counter() - start
-    faces = pq.read_table(faces_path)
-    ok = sum(1 for s in faces.column("status").to_pylist() if s == "ok")
+    # only the columns the counts and metrics need: no Python object per face
+    faces = pq.read_table(faces_path, columns=["label", "score_fake", "status", "corruption"])
+    ok = pc.sum(pc.equal(faces.column("status"), "ok")).as_py() or 0
     metrics_path, first = None, None
     labelled = catalog.has_labels or any(c.label is not None for c in clips)
     table = metrics_table(faces, settings.threshold, settings.threshold_origin) if labelled else None

@@ -32,7 +32,6 @@ def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_fac
     ``on_faces(n)`` is called with the number of faces each batch accounts for (progress bars).
     """
     settings = settings.fitted(engine.config.input_size)  # memory bounded at every input size
-    order = {f: n for n, f in enumerate(catalog.faces)}
     for cropped in crop_batches(catalog, engine.config, settings, image_ids, cropper):
         results: dict[int, tuple] = {}
         for face_ids, crops in cropped.pieces:
@@ -42,7 +41,8 @@ def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_fac
         for r in cropped.planned.failed + cropped.failed:
             results[r.face_id] = (None, r.status, r.error)
         rois = {f: roi for job in cropped.planned.jobs for f, roi in zip(job.face_ids, job.rois)}
-        face_ids = sorted(results, key=order.__getitem__)
+        ids = np.fromiter(results, dtype=np.int64, count=len(results))
+        face_ids = ids[np.argsort(catalog.face_positions(ids), kind="stable")].tolist()
         yield rows_to_table(catalog, face_ids, results, rois, settings.threshold_for(engine.config)[0])
         if on_faces is not None:
             on_faces(len(face_ids))
