@@ -131,7 +131,9 @@ def test_streamed_merge_equals_the_in_memory_one(tmp_path, monkeypatch):
                           **{c: [float(f + k) for f in ids] for k, c in enumerate("xywh")},
                           "label": [f % 2 for f in ids], "score_fake": rng.random(len(ids)).tolist(),
                           "pred": [0] * len(ids), "status": ["ok"] * len(ids), "error": [None] * len(ids),
-                          "corruption": [None] * len(ids), "det_score": [None] * len(ids)}, schema=FACES_SCHEMA))
+                          "corruption": [None] * len(ids), "det_score": [None] * len(ids),
+                          "frame": [None] * len(ids), "time_s": [None] * len(ids), "track_id": [None] * len(ids)},
+                         schema=FACES_SCHEMA))
     out.flush()
     parts = sorted((tmp_path / "o" / "parts").glob("part-*.parquet"))
     assert len(parts) > 4

@@ -94,8 +94,8 @@ def folder_catalog(path: Path):
         if top not in LABELS or len(Path(image.file).parts) < 2:
             raise DfscanError(f"{image.path}: a folder source holds images only under real/ and fake/; "
                               "move or remove this one")
-        for f in image.face_ids:
-            catalog.faces[f].label = LABELS[top]
+        # the catalog is columns (records are copies): label the faces in place, by position
+        catalog.face_cols.label[catalog.face_positions(image.face_ids)] = LABELS[top]
     catalog.has_labels = True
     if not catalog.images:
         raise DfscanError(f"{path}: real/ and fake/ hold no images")
