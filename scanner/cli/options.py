@@ -8,6 +8,13 @@ import click
 from scanner.detect.detectors import list_detectors
 
 
+# run and eval decide alike: the model's own threshold unless one is given
+threshold_option = click.option(
+    "--threshold", type=float, default=None,
+    help="score_fake at or above it is Fake. Default: the model's own threshold (chosen on "
+         "validation when it was trained; the run's log names it), else 0.5.")
+
+
 def detector_names() -> list[str]:
     return [e.name for e in list_detectors()] + ["none"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from scanner.cli.options import detect_options, engine_options
+from scanner.cli.options import detect_options, engine_options, threshold_option
 from scanner.errors import DfscanError
 
 
@@ -27,9 +27,7 @@ def sigterm_as_interrupt():
                    "Default: the bundled model.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--batch-size", default=64, show_default=True, help="Faces per batch.")
-@click.option("--threshold", type=float, default=None,
-              help="score_fake at or above it is Fake. Default: the model's own threshold (chosen on "
-                   "validation when it was trained; the run's log names it), else 0.5.")
+@threshold_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out: scan only what is missing.")
 @click.option("--overwrite", is_flag=True, help="Delete dfscan's results in --out and start again.")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from scanner.cli.options import threshold_option
+
 # the --augment choices; engines.train.augment holds the same tuple but imports torch, which would slow
 # every `dfscan` start (a test keeps the two equal)
 AUGMENT_MODES = ("none", "light", "corruptions")
@@ -122,9 +124,7 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, bat
               show_default=True, help="With --held-out: the share 'dfscan train' used.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--threshold", type=float, default=None,
-              help="score_fake at or above it is Fake. Default: the model's own threshold (chosen on "
-                   "validation when it was trained; the run's log names it), else 0.5.")
+@threshold_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
