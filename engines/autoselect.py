@@ -165,17 +165,16 @@ def _cpu(job: _Job, backend, precision) -> EngineChoice:
     if precision == "fp32":
         return _pick(job, {n: _cached(job, n, "fp32") for n in names}, "fp32", "fp32 as asked")
     int8 = _int8_engines(job, names, asked=precision == "int8")
+    passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limits)}
     if precision == "int8":
-        (name, (path, record)), *_ = int8.items()
-        passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limits)}
         if passed:
             return _pick(job, passed, "int8", "INT8 as asked; it passed the accuracy gate")
+        path, record = next(iter(int8.values()))
         gate = _gate_of(record)
         if gate:
             job.warn(f"{path}: INT8 was asked for but failed the accuracy gate ({_figures(gate, limits)})")
         verdict = "FAILED the accuracy gate" if gate else "not gated (no validation faces)"
         return _pick(job, int8, "int8", f"INT8 as asked; it {verdict}")
-    passed = {n: pr for n, pr in int8.items() if _passed(_gate_of(pr[1]), limits)}
     if passed:
         return _pick(job, passed, "int8", lambda record: f"INT8, which passed the accuracy gate ("
                      f"{_figures(_gate_of(record), limits)}{_source(_gate_of(record))})")
@@ -198,10 +197,10 @@ def _int8_engines(job: _Job, names, asked: bool) -> dict:
         return {n: _cached(job, n, "int8") for n in names}
     shipped = shipped_int8(job.checkpoint)
     if shipped:
-        job.qdq, job.qdq_record = shipped
-        gate = {**shipped[1]["gate"], "source": "shipped"}
-        if not asked and not _passed(gate, job.limits):  # its figures decide: nothing to build
-            return {names[0]: (None, {"build": {"gate": gate}})}
+        job.qdq, record = shipped
+        job.qdq_record = {**record, "gate": {**record["gate"], "source": "shipped"}}
+        if not asked and not _passed(job.qdq_record["gate"], job.limits):  # its figures decide: nothing to build
+            return {names[0]: (None, {"build": {"gate": job.qdq_record["gate"]}})}
         return {n: _cached(job, n, "int8") for n in names}
     found = {}
     for n in names:
@@ -228,8 +227,7 @@ def _pick(job: _Job, built: dict, precision: str, why) -> EngineChoice:
         speed = (f"the faster runtime on this CPU ({speeds} faces/s, timed "
                  f"{'on an earlier run' if figures.get('cached') else 'now'}; engines/race.py)")
     else:
-        speed = "the only CPU runtime installed" if len(CPU_BACKENDS) > 1 and not job.backend_asked \
-            else "--backend as asked"
+        speed = "--backend as asked" if job.backend_asked else "the only CPU runtime installed"
     path, record = built[name]
     why = why(record) if callable(why) else why  # the winner's own figures (each runtime is gated)
     return EngineChoice(name, precision, path, "cpu", f"CPU: {name} {why}; {speed}",
@@ -301,12 +299,15 @@ def _cached(job: _Job, backend: str, precision: str):
 
 
 def _build(job: _Job, backend: str, precision: str, target: Path) -> dict:
-    from engines.export import export_onnx, onnx_to_openvino
+    from engines.export import ONNX_OPSET, export_onnx
 
+    if precision == "int8" and job.qdq is not None and backend != "trt":
+        _convert(job.qdq, backend, target)  # the shipped file: no model to build, no export
+        return {"gate": job.qdq_record["gate"]}
     with tempfile.TemporaryDirectory(prefix="dfscan-build-") as tmp:
         model, config = job.model()
         fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx")
-        figures = {"opset": 17}
+        figures = {"opset": ONNX_OPSET}
         if backend == "trt":
             from engines.trt_build import build_plan
 
@@ -314,20 +315,24 @@ def _build(job: _Job, backend: str, precision: str, target: Path) -> dict:
             build_plan(fp32, target, fp16=precision == "fp16", int8=precision == "int8", calib_batches=calib)
             return figures  # TensorRT INT8 is asked for explicitly and not gated here
         source = fp32
-        if precision == "int8" and job.qdq is not None:
-            source = job.qdq
-            figures["gate"] = {**job.qdq_record["gate"], "source": "shipped"}
-        elif precision == "int8":
+        if precision == "int8":
             from engines.quantize import quantize_onnx
 
             source = quantize_onnx(fp32, Path(tmp) / "int8.onnx", job.calibration(config))
-        if backend == "openvino":
-            onnx_to_openvino(source, target)
-        else:
-            shutil.copyfile(source, target)  # the cache may sit on another filesystem than /tmp
-        if precision == "int8" and job.qdq is None and job.validation is not None:
+        _convert(source, backend, target)
+        if precision == "int8" and job.validation is not None:
             figures["gate"] = _gate(job, backend, config, fp32, target)
         return figures
+
+
+def _convert(onnx_file: Path, backend: str, target: Path) -> None:
+    """``onnx_file`` as the CPU backend's engine file at ``target``."""
+    from engines.export import onnx_to_openvino
+
+    if backend == "openvino":
+        onnx_to_openvino(onnx_file, target)
+    else:
+        shutil.copyfile(onnx_file, target)  # the cache may sit on another filesystem than /tmp
 
 
 def _gate(job: _Job, backend: str, config, fp32_onnx: Path, int8_engine: Path) -> dict:

@@ -160,8 +160,9 @@ def accuracy_gate(fp32_engine, int8_engine, validation: Iterable, drift: Iterabl
     drop ``auc_fp32 - auc_int8``. ``drift`` yields batches or ``(batch, labels)`` (e.g. Test-Dev):
     quantiles 50/95/99/max of |P_int8(fake) - P_fp32(fake)|. Passes when the drop is at most
     ``max_auc_drop`` (0.005 by default) and the p95 drift at most ``max_drift_p95`` (0.05; pass
-    validation faces as ``drift`` when the verdict matters: it must not be tuned on a test set). Raises DfscanError when either iterator is empty or the
-    validation labels hold a single class (AUC is undefined then).
+    validation faces as ``drift`` when the verdict matters: it must not be tuned on a test set).
+    Raises DfscanError when either iterator is empty or the validation labels hold a single
+    class (AUC is undefined then).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -194,13 +195,17 @@ def accuracy_gate(fp32_engine, int8_engine, validation: Iterable, drift: Iterabl
                       passed=bool(drop <= max_auc_drop and p95 <= max_drift_p95))
 
 
-SHIPPED_SUFFIX = ".int8.onnx"  # beside a checkpoint: <stem>.int8.onnx + <stem>.int8.json
+INT8_RECORD_FORMAT = "dfscan-int8/1"
 
 
 def shipped_int8_paths(checkpoint) -> tuple[Path, Path]:
-    checkpoint = Path(checkpoint)
-    stem = checkpoint.with_suffix("")
-    return stem.with_name(stem.name + SHIPPED_SUFFIX), stem.with_name(stem.name + ".int8.json")
+    """Where an INT8 file ships beside ``checkpoint``: ``<stem>.int8.onnx`` and its record."""
+    qdq = Path(checkpoint).with_suffix(".int8.onnx")
+    return qdq, _record_path(qdq)
+
+
+def _record_path(qdq_path) -> Path:
+    return Path(qdq_path).with_suffix(".json")  # mobilenetv2.int8.onnx → mobilenetv2.int8.json
 
 
 def write_int8_record(qdq_path, checkpoint, gate: GateResult, **provenance) -> Path:
@@ -210,9 +215,9 @@ def write_int8_record(qdq_path, checkpoint, gate: GateResult, **provenance) -> P
     without calibration data then get the gated INT8 engine (``shipped_int8``)."""
     from engines.cache import file_sha256
 
-    record = {"format": "dfscan-int8/1", "checkpoint_sha256": file_sha256(checkpoint),
+    record = {"format": INT8_RECORD_FORMAT, "checkpoint_sha256": file_sha256(checkpoint),
               "qdq_sha256": file_sha256(qdq_path), "gate": gate.to_dict(), **provenance}
-    return write_atomic(Path(qdq_path).with_suffix(".json"), json.dumps(record, indent=2, default=str))
+    return write_atomic(_record_path(qdq_path), json.dumps(record, indent=2, default=str))
 
 
 def shipped_int8(checkpoint) -> tuple[Path, dict] | None:
@@ -229,7 +234,7 @@ def shipped_int8(checkpoint) -> tuple[Path, dict] | None:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return None
-    if (not isinstance(record, dict) or record.get("format") != "dfscan-int8/1"
+    if (not isinstance(record, dict) or record.get("format") != INT8_RECORD_FORMAT
             or record.get("checkpoint_sha256") != file_sha256(checkpoint)
             or record.get("qdq_sha256") != file_sha256(qdq) or not isinstance(record.get("gate"), dict)):
         return None

@@ -11,11 +11,9 @@ resolution × pipeline goes to ``bench.parquet``, rewritten after each resolutio
 """
 from __future__ import annotations
 
-import dataclasses
-
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from scanner.errors import DfscanError
@@ -241,7 +239,7 @@ def run_bench(images_dir, out_dir, source, settings: BenchSettings, dataset: str
 
     device = resolve_device(settings.device)
     if settings.precision == "int8" and settings.calib_data is None:  # calibrate on the benched faces
-        settings = dataclasses.replace(settings, calib_data=str(images_dir))
+        settings = replace(settings, calib_data=str(images_dir))
     full = load_catalog(images_dir, annotations)
     catalog = _limit(full, settings.max_faces)
     if not catalog.faces:

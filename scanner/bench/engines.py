@@ -147,11 +147,12 @@ def build_engine(source: ModelSource, res: int, backend: str, device: str, batch
 
 def _race(path: Path, config) -> tuple[str, str]:
     """The faster CPU runtime for this file here, as ``dfscan run`` picks it (engines.race)."""
+    from engines.autoselect import CPU_BACKENDS
     from engines.backends import backend_for, load_engine
     from engines.cache import default_cache_dir, library_version
     from engines.race import fastest
 
-    names = [n for n in ("openvino", "onnx") if backend_for(path, n).available()[0]]
+    names = [n for n in CPU_BACKENDS if backend_for(path, n).available()[0]]
     name, figures = fastest({n: (path, library_version(n)) for n in names}, config.input_size, None,
                             default_cache_dir(), lambda n, p: load_engine(p, "cpu", n))
     speeds = ", ".join(f"{n} {v:.0f}" for n, v in figures.get("faces_per_s", {}).items())

@@ -12,15 +12,13 @@ Only this module imports Ray, and only ``--ray`` imports this module.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import os
 import signal
 import socket
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Iterator
 
@@ -159,7 +157,7 @@ class RayScanner:
         if not gpus:  # CPU workers: choose (build, gate, race) once here, not once per worker
             from scanner.run.engine import choose
 
-            self.choice = choose(engine_path, dataclasses.replace(settings, engine_threads=1), log)
+            self.choice = choose(engine_path, replace(settings, engine_threads=1), log)
             log(f"engine: {self.choice.reason} ({self.choice.path})")
             backend = self.choice.backend
             self.engine_path = os.path.abspath(self.choice.path)  # the cache must be shared storage too
