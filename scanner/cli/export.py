@@ -43,31 +43,13 @@ def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, gate_d
     if fmt == "plan":
         path = _export_plan(model, config, out, fp16, int8, calib_data, max_batch)
     elif int8:
-        path = _export_int8(model, config, fmt, out, calib_data)
+        path, gated = _export_int8(model, config, fmt, out, calib_data, checkpoint, gate_data)
     else:
         path = do_export(model, config, fmt, out)
     click.echo(f"wrote {path} ({config.arch}, {config.input_size[0]}x{config.input_size[1]})")
     if gate_data:
-        click.echo(_gate_int8(model, config, checkpoint, path, calib_data, gate_data))
+        click.echo(gated)
 
-
-def _gate_int8(model, config, checkpoint, qdq, calib_data, gate_data) -> str:
-    """Gate the INT8 file against the fp32 model on labelled faces and record it beside the file."""
-    import tempfile
-    from pathlib import Path
-
-    from engines.backends import load_engine
-    from engines.export import export_onnx
-    from engines.quantize import accuracy_gate, write_int8_record
-    from scanner.run.training import face_batches
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = load_engine(export_onnx(model, config, Path(tmp) / "fp32.onnx"), "cpu", "onnx")
-        validation = face_batches(gate_data, with_labels=True)
-        gate = accuracy_gate(fp32, load_engine(qdq, "cpu", "onnx"), validation(config),
-                             (b for b, _ in validation(config)))
-    record = write_int8_record(qdq, checkpoint, gate, calibration=str(calib_data), validation=str(gate_data))
-    return f"{gate.summary()}\nwrote {record}"
 
 def _export_plan(model, config, out, fp16, int8, calib_data, max_batch):
     """ONNX first, then TensorRT; INT8 calibrates on crops made by the scan's own pipeline."""
@@ -86,8 +68,10 @@ def _export_plan(model, config, out, fp16, int8, calib_data, max_batch):
                           max_batch=max_batch, opt_batch=min(32, max_batch))
 
 
-def _export_int8(model, config, fmt, out, calib_data):
-    """A static QDQ INT8 ONNX (ONNX Runtime), converted to IR for OpenVINO, which reads QDQ."""
+def _export_int8(model, config, fmt, out, calib_data, checkpoint=None, gate_data=None):
+    """``(path, gate summary)``: a static QDQ INT8 ONNX (ONNX Runtime), converted to IR for
+    OpenVINO, which reads QDQ. With ``gate_data`` the ONNX file is gated against the fp32 export
+    on those labelled faces and the figures recorded beside it (``write_int8_record``)."""
     import tempfile
     from pathlib import Path
 
@@ -97,6 +81,21 @@ def _export_int8(model, config, fmt, out, calib_data):
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx")
-        if fmt == "onnx":
-            return quantize_onnx(fp32, out, face_batches(calib_data)(config))
-        return onnx_to_openvino(quantize_onnx(fp32, Path(tmp) / "int8.onnx", face_batches(calib_data)(config)), out)
+        if fmt != "onnx":
+            return onnx_to_openvino(quantize_onnx(fp32, Path(tmp) / "int8.onnx",
+                                                  face_batches(calib_data)(config)), out), None
+        path = quantize_onnx(fp32, out, face_batches(calib_data)(config))
+        return path, _gate_int8(fp32, config, checkpoint, path, calib_data, gate_data) if gate_data else None
+
+
+def _gate_int8(fp32_onnx, config, checkpoint, qdq, calib_data, gate_data) -> str:
+    """Gate the INT8 file against the fp32 export on labelled faces; record it beside the file."""
+    from engines.backends import load_engine
+    from engines.quantize import accuracy_gate, write_int8_record
+    from scanner.run.training import face_batches
+
+    validation = face_batches(gate_data, with_labels=True)
+    gate = accuracy_gate(load_engine(fp32_onnx, "cpu", "onnx"), load_engine(qdq, "cpu", "onnx"),
+                         validation(config), (b for b, _ in validation(config)))
+    record = write_int8_record(qdq, checkpoint, gate, calibration=str(calib_data), validation=str(gate_data))
+    return f"{gate.summary()}\nwrote {record}"
