@@ -126,60 +126,62 @@ class FaceColumns:
                            self.score[rows], self.has_score[rows])
 
 
-class ImagesView(Mapping):
-    """``catalog.images``: image id → ImageRecord, built on access, in catalog order. A record is
-    a copy: changing it changes nothing (build a ``Catalog`` of changed records instead)."""
+class _RecordsView(Mapping):
+    """Id → record of one kind of row, built on access, in catalog order."""
 
     def __init__(self, catalog: "Catalog"):
         self.catalog = catalog
 
-    def __getitem__(self, image_id) -> ImageRecord:
-        cat = self.catalog
-        row = cat.image_index.row(image_id)
+    def __getitem__(self, key):
+        row = self._index().row(key)
         if row < 0:
-            raise KeyError(image_id)
-        img = cat.image_cols
+            raise KeyError(key)
+        return self._record(row)
+
+    def __iter__(self):
+        return _iter_ints(self._ids())
+
+    def __len__(self) -> int:
+        return len(self._ids())
+
+    def __contains__(self, key) -> bool:
+        return self._index().row(key) >= 0
+
+
+class ImagesView(_RecordsView):
+    """``catalog.images``: image id → ImageRecord, built on access, in catalog order. A record is
+    a copy: changing it changes nothing (build a ``Catalog`` of changed records instead)."""
+
+    def _ids(self) -> np.ndarray:
+        return self.catalog.image_cols.ids
+
+    def _index(self) -> "IdIndex":
+        return self.catalog.image_index
+
+    def _record(self, row: int) -> ImageRecord:
+        cat, img = self.catalog, self.catalog.image_cols
         code = int(img.corruption[row])
         image_id = int(img.ids[row])
         return ImageRecord(image_id, img.file[row].as_py(), img.path(row),
                            img.corruption_names[code] if code >= 0 else None,
                            cat.face_ids_of(image_id).tolist(), img.problems.get(image_id))
 
-    def __iter__(self):
-        return _iter_ints(self.catalog.image_cols.ids)
 
-    def __len__(self) -> int:
-        return len(self.catalog.image_cols.ids)
-
-    def __contains__(self, image_id) -> bool:
-        return self.catalog.image_index.row(image_id) >= 0
-
-
-class FacesView(Mapping):
+class FacesView(_RecordsView):
     """``catalog.faces``: face id → FaceRecord, built on access, in catalog order."""
 
-    def __init__(self, catalog: "Catalog"):
-        self.catalog = catalog
+    def _ids(self) -> np.ndarray:
+        return self.catalog.face_cols.ids
 
-    def __getitem__(self, face_id) -> FaceRecord:
-        cat = self.catalog
-        row = cat.face_index.row(face_id)
-        if row < 0:
-            raise KeyError(face_id)
-        f = cat.face_cols
+    def _index(self) -> "IdIndex":
+        return self.catalog.face_index
+
+    def _record(self, row: int) -> FaceRecord:
+        cat, f = self.catalog, self.catalog.face_cols
         label = int(f.label[row])
         return FaceRecord(int(f.ids[row]), int(cat.image_cols.ids[f.image_row[row]]),
                           None if f.whole[row] else tuple(float(v) for v in f.box[row]),
                           label if label >= 0 else None, float(f.score[row]) if f.has_score[row] else None)
-
-    def __iter__(self):
-        return _iter_ints(self.catalog.face_cols.ids)
-
-    def __len__(self) -> int:
-        return len(self.catalog.face_cols.ids)
-
-    def __contains__(self, face_id) -> bool:
-        return self.catalog.face_index.row(face_id) >= 0
 
 
 def _iter_ints(ids: np.ndarray, chunk: int = 65536):
