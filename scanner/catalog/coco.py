@@ -6,8 +6,9 @@ annotations every image is one face whose box is the whole image.
 """
 from __future__ import annotations
 
+import gc
 import math
-import os
+from contextlib import contextmanager
 from array import array
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import pyarrow as pa
 
 from scanner.catalog.compact import (BY_BASENAME, IN_ANN_ROOT, IN_IMAGES, NO_PATH, Catalog, FaceColumns, IdIndex,
                                      ImageColumns)
-from scanner.catalog.stream import CocoSource
+from scanner.catalog.resolve import REFUSED, resolve_files
+from scanner.catalog.stream import CocoReader
 from scanner.errors import DfscanError
 from scanner.status import PATH_REFUSED, UNKNOWN_IMAGE
 
@@ -73,50 +75,6 @@ def whole_image_catalog(images_dir: Path) -> Catalog:
     return Catalog.from_columns(images, faces)
 
 
-class Resolver:
-    """Finds each annotation ``file_name`` on disk: as given under the annotation file's folder
-    or the images folder, else by base name in the images folder. Each folder is listed once
-    (one ``scandir`` instead of up to three ``stat`` calls per image: 2,000,000 missing files
-    cost 40 µs each that way)."""
-
-    def __init__(self, ann_root: Path, images_dir: Path, allow_outside: bool):
-        self.bases = (str(ann_root), str(images_dir))
-        self.allow_outside = allow_outside
-        self.listings: dict[str, frozenset] = {}
-        self.folders: dict[str, tuple[str, str]] = {}
-
-    def listing(self, folder: str) -> frozenset:
-        """Names in ``folder`` that ``is_file() or is_symlink()`` accepts (a dangling or looping
-        link counts: reading it then says what is wrong with it); empty if it cannot be listed."""
-        names = self.listings.get(folder)
-        if names is None:
-            try:
-                with os.scandir(folder or ".") as it:
-                    names = frozenset(e.name for e in it if e.is_symlink() or e.is_file())
-            except OSError:
-                names = frozenset()
-            self.listings[folder] = names
-        return names
-
-    def __call__(self, file_name: str) -> int:
-        """One of IN_ANN_ROOT, IN_IMAGES, BY_BASENAME, NO_PATH, or -2 (refused: outside the roots)."""
-        if not self.allow_outside and (os.path.isabs(file_name) or ".." in file_name.split("/")):
-            return -2
-        if not file_name:
-            return NO_PATH
-        sub, name = os.path.split(file_name)
-        folders = self.folders.get(sub)
-        if folders is None:  # the folders this subfolder means under each base, joined once
-            folders = self.folders[sub] = tuple(os.path.join(base, sub) for base in self.bases)
-        if name in self.listing(folders[0]):
-            return IN_ANN_ROOT
-        if name in self.listing(folders[1]):
-            return IN_IMAGES
-        if name in self.listing(self.bases[1]):
-            return BY_BASENAME
-        return NO_PATH
-
-
 class Builder:
     """Columns of a COCO catalog, filled record by record (array.array: 8 bytes an id)."""
 
@@ -148,10 +106,44 @@ class Builder:
         self.has_score.append(score is not None)
         self.score.append(math.nan if score is None else score)
 
+    def add_images(self, recs: list[dict], statuses: dict):
+        """A chunk of ``images`` records, column by column (no call per record)."""
+        self.image_ids.extend([int(r["id"]) for r in recs])
+        self.where.extend(bytes(len(recs)) if NO_PATH == 0 else [NO_PATH] * len(recs))
+        self.file_chunks.append(pa.array([str(r["file_name"]) for r in recs], type=pa.string()))
+        corruption = [r.get("corruption") for r in recs]
+        names = self.corruption_names
+        self.corruption.extend([-1 if c is None else names.setdefault(str(c), len(names)) for c in corruption])
+        for r in recs:  # dfscan detect marks images it found no face in
+            status = r.get("status")
+            if status is not None and isinstance(status, str) and status != "ok":
+                statuses[int(r["id"])] = (status, str(r.get("error") or status))
+
+    def add_faces(self, recs: list[dict]) -> bool:
+        """A chunk of ``annotations`` records, column by column; True if one has a label."""
+        self.face_ids.extend([int(r["id"]) for r in recs])
+        self.face_image.extend([int(r["image_id"]) for r in recs])
+        labels = [r.get("category_id") for r in recs]
+        labels = [int(v) if v in (0, 1) else -1 for v in labels]
+        self.label.extend(labels)
+        scores = [r.get("score") for r in recs]
+        scores = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in scores]
+        self.has_score.extend([v is not None for v in scores])
+        self.score.extend([math.nan if v is None else v for v in scores])
+        self.whole.extend(bytes(len(recs)))
+        self.box.frombytes(_boxes([r["bbox"] for r in recs]).tobytes())
+        return max(labels, default=-1) >= 0
+
+    def file_array(self) -> pa.Array:
+        if self.files or not self.file_chunks:
+            self.file_chunks.append(pa.array(self.files, type=pa.string()))
+            self.files = []
+        if len(self.file_chunks) > 1:
+            self.file_chunks = [pa.chunked_array(self.file_chunks, type=pa.string()).combine_chunks()]
+        return self.file_chunks[0]
+
     def image_columns(self, problems, ann_root, images_dir) -> ImageColumns:
-        chunks = self.file_chunks + [pa.array(self.files, type=pa.string())]
-        return ImageColumns(np.frombuffer(self.image_ids, dtype=np.int64).copy(),
-                            pa.chunked_array(chunks, type=pa.string()).combine_chunks(),
+        return ImageColumns(np.frombuffer(self.image_ids, dtype=np.int64).copy(), self.file_array(),
                             np.frombuffer(self.where, dtype=np.int8).copy(),
                             np.frombuffer(self.corruption, dtype=np.int32).copy(), list(self.corruption_names),
                             problems, {}, str(ann_root), str(images_dir))
@@ -172,35 +164,42 @@ def _first_duplicate(ids: np.ndarray) -> int | None:
     return int(ids[again.min()]) if len(again) else None
 
 
+@contextmanager
+def gc_paused():
+    """The cyclic garbage collector off while records are read: a chunk of 65,536 record dicts
+    alive at once made each collection walk them all, a third of the parse time; records hold
+    no cycles, so nothing is left for it to find."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset: dict | None = None) -> Catalog:
-    source = CocoSource(ann_path, dataset)
-    build, resolve = Builder(), Resolver(ann_path.parent, images_dir, allow_outside)
-    counts = {IN_ANN_ROOT: 0, IN_IMAGES: 0, BY_BASENAME: 0, NO_PATH: 0, -2: 0}
-    problems: dict[int, tuple[str, str]] = {}
+    build = Builder()
     statuses: dict[int, tuple[str, str]] = {}  # dfscan detect marks images it found no face in
-    for img in source.records("images"):
-        image_id, file = int(img["id"]), str(img["file_name"])
-        where = resolve(file)
-        counts[where] += 1
-        if where == -2:
-            where = NO_PATH
-            problems[image_id] = (PATH_REFUSED, "file_name points outside the image and annotation folders; "
-                                                "pass --allow-outside-paths if that is intended")
-        build.add_image(image_id, file, where, img.get("corruption"))
-        status = img.get("status")
-        if isinstance(status, str) and status != "ok":
-            statuses[image_id] = (status, str(img.get("error") or status))
+    has_labels = False
+    with gc_paused():
+        for key, recs in CocoReader(ann_path, dataset):  # one pass, in file order
+            if key == "images":
+                build.add_images(recs, statuses)
+            else:
+                has_labels |= build.add_faces(recs)
+    files = build.file_array()
+    where = resolve_files(files, ann_path.parent, images_dir, allow_outside)
+    problems: dict[int, tuple[str, str]] = {}
+    for row in np.flatnonzero(where == REFUSED):
+        problems[int(build.image_ids[row])] = (PATH_REFUSED, "file_name points outside the image and annotation "
+                                                             "folders; pass --allow-outside-paths if that is intended")
+    counts = np.bincount(where.astype(np.int64) + 2, minlength=6)  # REFUSED .. BY_BASENAME
+    where[where == REFUSED] = NO_PATH
+    build.where = array("b", where.tobytes())
     duplicate = _first_duplicate(np.frombuffer(build.image_ids, dtype=np.int64))
     if duplicate is not None:
         raise DfscanError(f"{ann_path}: duplicate image id {duplicate} in 'images'")
-    has_labels = False
-    for ann in source.records("annotations"):
-        label = ann.get("category_id")
-        label = int(label) if label in (0, 1) else None
-        has_labels |= label is not None
-        score = ann.get("score")
-        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
-        build.add_face(int(ann["id"]), int(ann["image_id"]), _bbox(ann["bbox"]), label, score)
     face_ids = np.frombuffer(build.face_ids, dtype=np.int64).copy()  # (a view would pin the array)
     duplicate = _first_duplicate(face_ids)
     if duplicate is not None:
@@ -234,8 +233,22 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset
         rows = np.concatenate([rows, np.array(extra, dtype=np.int64)])
 
     return Catalog.from_columns(build.image_columns(problems, ann_path.parent, images_dir), build.face_columns(rows),
-                                ann_path, counts[IN_ANN_ROOT] + counts[IN_IMAGES], counts[BY_BASENAME],
-                                counts[NO_PATH] + counts[-2], has_labels)
+                                ann_path, int(counts[IN_ANN_ROOT + 2] + counts[IN_IMAGES + 2]),
+                                int(counts[BY_BASENAME + 2]), int(counts[NO_PATH + 2] + counts[REFUSED + 2]), has_labels)
+
+
+def _boxes(values: list) -> np.ndarray:
+    """``_bbox`` of each value, as an (n, 4) float64 array: at NumPy's speed where all are four
+    numbers, value by value where one is not (or holds something NumPy took for NaN)."""
+    try:
+        boxes = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        boxes = None
+    if boxes is None or boxes.shape != (len(values), 4):
+        return np.array([_bbox(v) for v in values], dtype=np.float64).reshape(-1, 4)
+    for k in np.flatnonzero(np.isnan(boxes).any(axis=1)):
+        boxes[k] = _bbox(values[k])
+    return boxes
 
 
 def _bbox(value) -> tuple[float, float, float, float]:

@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from scanner.catalog.files import NOT_FOUND
+from scanner.status import MISSING_FILE
+
 # how an image's path is found again from its file name (ImageColumns.where)
 NO_PATH, IN_ANN_ROOT, IN_IMAGES, BY_BASENAME, EXPLICIT = -1, 0, 1, 2, 3
 
@@ -124,6 +127,15 @@ class FaceColumns:
     def take(self, rows: np.ndarray, image_row: np.ndarray) -> "FaceColumns":
         return FaceColumns(self.ids[rows], image_row, self.box[rows], self.whole[rows], self.label[rows],
                            self.score[rows], self.has_score[rows])
+
+
+@dataclass
+class Decided:
+    """``Catalog.decided``: faces whose status is known before any file is read, and the rest."""
+    face_ids: np.ndarray  # int64, catalog order
+    reason: np.ndarray  # index of each face's (status, reason) in ``reasons``
+    reasons: list[tuple[str, str]]
+    to_read: list[int]  # ids of the images to read and decode (those with faces), catalog order
 
 
 class _RecordsView(Mapping):
@@ -290,6 +302,28 @@ class Catalog:
         not_done_images = np.zeros(len(self.image_cols.ids), dtype=bool)
         not_done_images[f.image_row[~done]] = True
         return self.image_cols.ids[not_done_images].tolist(), int(done.sum())
+
+    def decided(self, image_ids=None) -> "Decided":
+        """Split the images to scan (default: all) into those whose faces' status is known without
+        reading a file (a ``problem`` from the annotations, or no file found: ``missing_file``)
+        and those to read. Columns, so that millions of missing files cost no object each."""
+        img = self.image_cols
+        if image_ids is None:
+            rows = np.arange(len(img.ids))
+        else:
+            rows = self.image_index.rows(np.fromiter(image_ids, dtype=np.int64))
+            rows = rows[rows >= 0]
+        reasons = {(MISSING_FILE, NOT_FOUND): 0}
+        code = np.where(img.where[rows] == NO_PATH, 0, -1)
+        if img.problems:
+            for k in np.flatnonzero(np.isin(img.ids[rows], np.fromiter(img.problems, dtype=np.int64))):
+                code[k] = reasons.setdefault(img.problems[int(img.ids[rows[k]])], len(reasons))
+        known = rows[code >= 0]
+        face_rows = self.face_rows_of_images(known)
+        face_code = np.repeat(code[code >= 0], self.start[known + 1] - self.start[known])
+        order = np.argsort(face_rows, kind="stable")  # catalog order
+        return Decided(self.face_cols.ids[face_rows[order]], face_code[order], list(reasons),
+                       self.images_with_faces(img.ids[rows[code < 0]]))
 
     def face_columns(self, face_ids) -> dict[str, object]:
         """The catalog's fields of these faces as columns (``faces.parquet``'s): image_id, file,

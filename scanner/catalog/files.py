@@ -61,9 +61,12 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
 # a handler that logs it and returns. Unset (always, outside tests) it costs a dictionary lookup.
 CRASH_ENV = "DFSCAN_CRASH_ON"
 
+NOT_FOUND = "the image file was not found"  # the reason of a file missing when the catalog was read
+
+
 def read_file(path: Path | None) -> bytes:
     if path is None:
-        raise FaceError(MISSING_FILE, "the image file was not found")
+        raise FaceError(MISSING_FILE, NOT_FOUND)
     crash_on = os.environ.get(CRASH_ENV)
     if crash_on and crash_on in path.name:
         os.kill(os.getpid(), signal.SIGKILL)
