@@ -80,7 +80,8 @@ class Builder:
 
     CHUNK = 65536
 
-    def __init__(self):
+    def __init__(self, source: str = ""):
+        self.source = source  # the annotation file, for messages
         self.image_ids, self.where, self.corruption = array("q"), array("b"), array("i")
         self.files, self.file_chunks = [], []
         self.corruption_names: dict[str, int] = {}
@@ -106,32 +107,86 @@ class Builder:
         self.has_score.append(score is not None)
         self.score.append(math.nan if score is None else score)
 
-    def add_images(self, recs: list[dict], statuses: dict):
-        """A chunk of ``images`` records, column by column (no call per record)."""
-        self.image_ids.extend([int(r["id"]) for r in recs])
-        self.where.extend(bytes(len(recs)) if NO_PATH == 0 else [NO_PATH] * len(recs))
-        self.file_chunks.append(pa.array([str(r["file_name"]) for r in recs], type=pa.string()))
-        corruption = [r.get("corruption") for r in recs]
-        names = self.corruption_names
-        self.corruption.extend([-1 if c is None else names.setdefault(str(c), len(names)) for c in corruption])
-        for r in recs:  # dfscan detect marks images it found no face in
-            status = r.get("status")
-            if status is not None and isinstance(status, str) and status != "ok":
-                statuses[int(r["id"])] = (status, str(r.get("error") or status))
+    def ints(self, values: list, key: str, field: str) -> np.ndarray:
+        """Ids as int64, as ``int()`` takes them (``5``, ``5.0``, ``"5"``); DfscanError for one it cannot."""
+        try:
+            return np.array(values, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            pass
+        out = np.empty(len(values), dtype=np.int64)
+        for k, v in enumerate(values):
+            try:
+                out[k] = int(v)
+            except (TypeError, ValueError, OverflowError):
+                raise DfscanError(f"{self.source}: {key} {field} {v!r} is not an integer id; fix the "
+                                  "annotation file") from None
+        return out
 
-    def add_faces(self, recs: list[dict]) -> bool:
-        """A chunk of ``annotations`` records, column by column; True if one has a label."""
-        self.face_ids.extend([int(r["id"]) for r in recs])
-        self.face_image.extend([int(r["image_id"]) for r in recs])
-        labels = [r.get("category_id") for r in recs]
+    def add_images(self, records, statuses: dict, lacks):
+        """``images`` records: the loop only collects, a chunk at a time is converted as columns."""
+        ids, files, corruption, marked, n = [], [], [], [], len(self.image_ids)
+        try:
+            for r in records:
+                ids.append(r["id"])
+                files.append(r["file_name"])
+                corruption.append(r.get("corruption"))
+                if "status" in r:  # dfscan detect marks images it found no face in
+                    status = r["status"]
+                    if isinstance(status, str) and status != "ok":
+                        marked.append((r["id"], (status, str(r.get("error") or status))))
+                if len(ids) == self.CHUNK:
+                    self._images(ids, files, corruption)
+                    ids, files, corruption = [], [], []
+        except (KeyError, TypeError, AttributeError):  # (a record taken in part counts as not taken)
+            at = len(self.image_ids) - n + min(len(ids), len(files), len(corruption))
+            raise lacks(at, r) or DfscanError(f"{self.source}: images[{at}] is not a record") from None
+        self._images(ids, files, corruption)
+        if marked:
+            statuses.update(zip(self.ints([i for i, _ in marked], "images", "id").tolist(), [st for _, st in marked]))
+
+    def _images(self, ids, files, corruption):
+        self.image_ids.frombytes(self.ints(ids, "images", "id").tobytes())
+        self.where.frombytes(np.full(len(ids), NO_PATH, dtype=np.int8).tobytes())
+        self.file_chunks.append(pa.array([f if type(f) is str else str(f) for f in files], type=pa.string()))
+        names = self.corruption_names
+        if corruption.count(None) == len(corruption):
+            self.corruption.frombytes(np.full(len(ids), -1, dtype=np.int32).tobytes())
+        else:
+            self.corruption.extend([-1 if c is None else names.setdefault(str(c), len(names)) for c in corruption])
+
+    def add_faces(self, records, lacks) -> bool:
+        """``annotations`` records, as ``add_images``; True if one has a label."""
+        ids, image_ids, boxes, labels, scores = [], [], [], [], []
+        n0, has_labels = len(self.face_ids), False
+        try:
+            for r in records:
+                ids.append(r["id"])
+                image_ids.append(r["image_id"])
+                boxes.append(r["bbox"])
+                labels.append(r.get("category_id"))
+                scores.append(r.get("score"))
+                if len(ids) == self.CHUNK:
+                    has_labels |= self._faces(ids, image_ids, boxes, labels, scores)
+                    ids, image_ids, boxes, labels, scores = [], [], [], [], []
+        except (KeyError, TypeError, AttributeError):
+            at = len(self.face_ids) - n0 + min(map(len, (ids, image_ids, boxes, labels, scores)))
+            raise lacks(at, r) or DfscanError(f"{self.source}: annotations[{at}] is not a record") from None
+        return self._faces(ids, image_ids, boxes, labels, scores) or has_labels
+
+    def _faces(self, ids, image_ids, boxes, labels, scores) -> bool:
+        self.face_ids.frombytes(self.ints(ids, "annotations", "id").tobytes())
+        self.face_image.frombytes(self.ints(image_ids, "annotations", "image_id").tobytes())
         labels = [int(v) if v in (0, 1) else -1 for v in labels]
         self.label.extend(labels)
-        scores = [r.get("score") for r in recs]
-        scores = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in scores]
-        self.has_score.extend([v is not None for v in scores])
-        self.score.extend([math.nan if v is None else v for v in scores])
-        self.whole.extend(bytes(len(recs)))
-        self.box.frombytes(_boxes([r["bbox"] for r in recs]).tobytes())
+        if scores.count(None) == len(scores):
+            self.has_score.frombytes(bytes(len(scores)))
+            self.score.frombytes(np.full(len(scores), np.nan).tobytes())
+        else:
+            scores = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in scores]
+            self.has_score.extend([v is not None for v in scores])
+            self.score.extend([math.nan if v is None else v for v in scores])
+        self.whole.frombytes(bytes(len(ids)))
+        self.box.frombytes(_boxes(boxes).tobytes())
         return max(labels, default=-1) >= 0
 
     def file_array(self) -> pa.Array:
@@ -179,15 +234,16 @@ def gc_paused():
 
 
 def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset: dict | None = None) -> Catalog:
-    build = Builder()
+    build = Builder(str(ann_path))
     statuses: dict[int, tuple[str, str]] = {}  # dfscan detect marks images it found no face in
     has_labels = False
+    reader = CocoReader(ann_path, dataset)
     with gc_paused():
-        for key, recs in CocoReader(ann_path, dataset):  # one pass, in file order
+        for key, records in reader:  # one pass, in file order
             if key == "images":
-                build.add_images(recs, statuses)
+                build.add_images(records, statuses, lambda n, r: reader.lacks("images", n, r))
             else:
-                has_labels |= build.add_faces(recs)
+                has_labels |= build.add_faces(records, lambda n, r: reader.lacks("annotations", n, r))
     files = build.file_array()
     where = resolve_files(files, ann_path.parent, images_dir, allow_outside)
     problems: dict[int, tuple[str, str]] = {}

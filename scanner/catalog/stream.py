@@ -15,33 +15,35 @@ import codecs
 import json
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from scanner.errors import DfscanError
 
 FIELDS = {"images": ("id", "file_name"), "annotations": ("id", "image_id", "bbox")}
-FIELD_SETS = {key: frozenset(fields) for key, fields in FIELDS.items()}
 BLOCK = 1 << 22  # characters read at a time
-CHUNK = 65536  # records handed on at a time
 _WS = re.compile(r"[ \t\n\r]*")
 _SEP = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _decode = json.JSONDecoder().raw_decode
+RUN = 1 << 18  # characters of records parsed by one call where the text allows
+MAX_MISSES = 4  # runs that could not be cut before a list is read record by record
 
 
 class CocoReader:
-    """Iterating yields ``(key, records)``: the records of ``images`` and ``annotations`` in lists of
-    up to ``CHUNK``, each checked for its required fields, in file order; of a file or of a dict
-    already in memory. Raises DfscanError naming the file and what is wrong."""
+    """Iterating yields ``(key, records)`` for ``images`` and ``annotations`` in file order, of a file
+    or of a dict already in memory: ``records`` iterates that list's records and must be used up
+    before the next pair is asked for. The caller checks each record (``lacks`` says what is
+    missing): a check inside the caller's own loop costs nothing per record. Raises DfscanError
+    naming the file and what is wrong."""
 
     def __init__(self, path: Path, dataset: dict | None = None):
         self.path, self.dataset = Path(path), dataset
         if dataset is None and not self.path.is_file():
             raise DfscanError(f"{self.path}: annotation file not found")
 
-    def __iter__(self) -> Iterator[tuple[str, list[dict]]]:
+    def __iter__(self) -> Iterator[tuple[str, Iterable]]:
         self.has_images = False
         if self.dataset is None:
-            yield from _TopLevel(self.path, self).records()
+            yield from _TopLevel(self.path, self).lists()
         elif isinstance(self.dataset, dict):
             for key in FIELDS:
                 items = self.dataset.get(key)
@@ -49,24 +51,14 @@ class CocoReader:
                     if not isinstance(items, list):
                         break
                     self.has_images = True
-                items = items if isinstance(items, list) else []
-                for start in range(0, len(items), CHUNK):
-                    yield key, self.checked(key, start, items[start:start + CHUNK])
+                yield key, items if isinstance(items, list) else []
         if not self.has_images:
             raise DfscanError(f"{self.path}: no 'images' list; expected COCO / OpenForensics annotations")
 
-    def checked(self, key: str, start: int, items: list) -> list[dict]:
-        """``items`` (``key``'s records from index ``start``), once each has the required fields."""
-        needed = FIELD_SETS[key]
-        for n in [n for n, item in enumerate(items) if not (isinstance(item, dict) and item.keys() >= needed)][:1]:
-            item = items[n]
-            missing = [f for f in FIELDS[key] if not isinstance(item, dict) or f not in item]
-            raise DfscanError(f"{self.path}: {key}[{start + n}] lacks field {missing[0]!r}")
-        return items
-
-
-class _Cut(Exception):
-    """A value that reaches the end of the block may go on in the next one."""
+    def lacks(self, key: str, n: int, item) -> DfscanError | None:
+        """The error for ``key``'s record ``n`` when it lacks a required field, else None."""
+        missing = [f for f in FIELDS[key] if not isinstance(item, dict) or f not in item]
+        return DfscanError(f"{self.path}: {key}[{n}] lacks field {missing[0]!r}") if missing else None
 
 
 class _TopLevel:
@@ -76,7 +68,7 @@ class _TopLevel:
         self.path, self.reader = path, reader
         self.buf, self.pos, self.base, self.eof = "", 0, 0, False
 
-    def records(self) -> Iterator[tuple[str, list[dict]]]:
+    def lists(self) -> Iterator[tuple[str, Iterable]]:
         with open(self.path, "rb") as self.fh:
             self.text = codecs.getincrementaldecoder("utf-8-sig")()
             first = self.skip_ws()
@@ -95,7 +87,7 @@ class _TopLevel:
                     self.pos += 1
                     if self.skip_ws() == "[" and key in FIELDS:
                         self.reader.has_images |= key == "images"
-                        yield from self.array(key)
+                        yield key, self.items()
                     else:
                         self.value()
                         if key == "images":
@@ -110,32 +102,28 @@ class _TopLevel:
             if self.skip_ws() != "":
                 self.fail("extra data after the top-level object")
 
-    def array(self, key: str) -> Iterator[tuple[str, list[dict]]]:
-        """The records of the list at ``pos``, ``CHUNK`` at a time."""
-        chunk, start = [], 0
-        for item in self.items():
-            chunk.append(item)
-            if len(chunk) == CHUNK:
-                yield key, self.reader.checked(key, start, chunk)
-                chunk, start = [], start + CHUNK
-        if chunk:
-            yield key, self.reader.checked(key, start, chunk)
-
     def items(self) -> Iterator:
-        """The values of the list at ``pos``. The loop is the hot path of a multi-GB file: one
-        C-parsed record and one regex match per record; block ends take the slow path."""
+        """The values of the list at ``pos``: the hot path of a multi-GB file. Many records are
+        parsed by one C call (``run``); near a block's end, or where a run cannot be cut, one
+        record at a time."""
         self.pos += 1  # '['
         if self.skip_ws() == "]":
             self.pos += 1
             return
-        decode, sep = _decode, _SEP.match
+        decode, sep, misses = _decode, _SEP.match, 0
         while True:
             buf, pos = self.buf, self.pos
-            try:
+            if misses < MAX_MISSES and pos + RUN < len(buf):
+                run = self.run(buf, pos)
+                if run is None:
+                    misses += 1
+                else:
+                    yield from run[0]
+                    self.pos = run[1]
+                    continue
+            try:  # (a record is an object: one cut by the block's end fails, it never parses short)
                 item, end = decode(buf, pos)
-                if end == len(buf) and not self.eof:
-                    raise _Cut
-            except (json.JSONDecodeError, _Cut):
+            except json.JSONDecodeError:
                 self.skip_ws()  # (whitespace may end the block)
                 item = self.value()  # reads on, or says what is wrong
                 buf, end = self.buf, self.pos
@@ -155,6 +143,27 @@ class _TopLevel:
                 return
             else:
                 self.pos = m.end()
+
+    @staticmethod
+    def run(buf: str, pos: int) -> tuple[list, int] | None:
+        """``(records, position after the comma that follows them)`` for about ``RUN`` characters
+        of records from ``pos``, parsed by one ``json.loads``, or None where no cut was found.
+
+        The cut is a '}' followed by a comma. A cut that is not a record's end (a '}' inside a
+        string, or closing an object nested in a record) leaves the piece with an open string or
+        bracket, which the parser refuses: what it accepts is whole records, and only those."""
+        end = pos + RUN
+        for _ in range(8):
+            end = buf.rfind("}", pos, end)
+            if end < 0:
+                return None
+            m = _SEP.match(buf, end + 1)
+            if m is not None and m.group(1) == ",":
+                try:
+                    return json.loads("[" + buf[pos:end + 1] + "]"), m.end()
+                except json.JSONDecodeError:
+                    return None
+        return None
 
     # -- the block of text -------------------------------------------------------------------------
     def more(self, at_least: int | None = None) -> bool:
