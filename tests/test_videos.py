@@ -218,17 +218,6 @@ def test_resume_redoes_only_unsaved_clips(tmp_path, engines_dir):
             == pq.read_table(tmp_path / "whole" / "videos.parquet").select(cols).to_pylist())
 
 
-def test_ray_refuses_a_folder_with_videos_in_one_line(tmp_path):
-    from click.testing import CliRunner
-
-    from scanner.cli import main
-
-    write_clip(tmp_path / "a.mp4", face_frames(2))
-    res = CliRunner().invoke(main, ["run", str(tmp_path), "--ray", "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "Traceback" not in res.output
-    assert "1 video files, which --ray does not scan yet" in res.output
-
-
 @pytest.mark.slow
 def test_bench_videos_times_three_passes(tmp_path, engines_dir):
     from scanner.bench.videos import bench_videos, summary_lines

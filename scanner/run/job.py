@@ -124,9 +124,6 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     catalog = load_catalog(images, annotations, allow_outside=allow_outside)
     log(catalog.summary())
     clips = video_catalog(images, catalog, videos, log)
-    if clips and ray is not None:
-        raise DfscanError(f"{images} holds {len(clips)} video files, which --ray does not scan yet; "
-                          "run without --ray, or move the videos to another folder")
     detecting, save_detections = detection.applies(catalog, detect), None
     if detecting:  # a plain folder: find the faces, then scan them as annotated ones
         # detection runs here, in this process, even when Ray scans
