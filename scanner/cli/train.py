@@ -218,6 +218,9 @@ def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size,
         plot_roc_det([faces["label"][i] for i in ok], [faces["score_fake"][i] for i in ok],
                      out, f"{engine_name} on {what}")
         metrics = pq.read_table(summary.metrics_path)
+        if source.kind == "videos":
+            log(f"{source.name}: metrics are face-level (every sampled face counts); per-clip verdicts in "
+                f"{out / 'video_metrics.parquet'}")
         rows += [{"source": source.name, **row} for row in metrics.to_pylist()]
     if by_source:
         schema = pa.schema([("source", pa.string()), *METRICS_SCHEMA])
