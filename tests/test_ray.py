@@ -219,3 +219,34 @@ def test_without_ray_nothing_of_ray_is_imported(big_set, tmp_path):
 def test_ray_options_need_ray(big_set, tmp_path):
     res = CliRunner().invoke(main, run_args(big_set, tmp_path / "o") + ["--workers", "2"])
     assert res.exit_code == 1 and "--workers only apply with --ray" in res.output
+
+
+def test_ray_scans_videos_as_a_run_here_does(big_set, cluster, tmp_path):
+    """Two clips, each scanned whole on one of two workers: the same faces.parquet and
+    videos.parquet rows (order included) as a run without Ray."""
+    from _videos import FACE_CLIP, face_frames, write_clip
+
+    from scanner.detect.detect import DetectSettings
+    from scanner.run.distributed import RayOptions
+    from scanner.run.job import run_job
+    from scanner.run.videos import VideoSettings
+
+    if not FACE_CLIP.is_file():
+        pytest.skip(f"needs {FACE_CLIP}")
+    frames = face_frames(12)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "a.mp4", frames)
+    write_clip(clips / "b.webm", frames[4:], fps=25, codec="libvpx-vp9")
+    tables = {}
+    for name, ray_opts in (("here", None), ("ray", RayOptions(workers=2))):
+        summary = run_job(clips, tmp_path / name, big_set[1], settings=RunSettings(batch_size=8, device="cpu"),
+                          progress=False, log=lambda m: None, ray=ray_opts, detect=DetectSettings(),
+                          videos=VideoSettings(frames_per_video=3))
+        tables[name] = (pq.read_table(summary.faces_path), pq.read_table(tmp_path / name / "videos.parquet"))
+    (here, here_videos), (got, got_videos) = tables["here"], tables["ray"]
+    assert sorted(set(got.column("file").to_pylist())) == ["a.mp4", "b.webm"] and got.num_rows == 6
+    assert set(got.column("status").to_pylist()) == {"ok"}
+    assert_same_rows(here, got)
+    cols = [c for c in here_videos.column_names if c != "seconds"]
+    assert got_videos.select(cols).equals(here_videos.select(cols))

@@ -218,17 +218,6 @@ def test_resume_redoes_only_unsaved_clips(tmp_path, engines_dir):
             == pq.read_table(tmp_path / "whole" / "videos.parquet").select(cols).to_pylist())
 
 
-def test_ray_refuses_a_folder_with_videos_in_one_line(tmp_path):
-    from click.testing import CliRunner
-
-    from scanner.cli import main
-
-    write_clip(tmp_path / "a.mp4", face_frames(2))
-    res = CliRunner().invoke(main, ["run", str(tmp_path), "--ray", "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "Traceback" not in res.output
-    assert "1 video files, which --ray does not scan yet" in res.output
-
-
 @pytest.mark.slow
 def test_bench_videos_times_three_passes(tmp_path, engines_dir):
     from scanner.bench.videos import bench_videos, summary_lines
@@ -261,3 +250,36 @@ def test_explain_decodes_a_video_face_again(scanned, engines_dir, tmp_path):
     assert len({round(r["scan_score_fake"], 4) for r in rows}) == 3  # the varying engine tells the crops apart
     for r in rows:
         assert r["score_fake"] == pytest.approx(r["scan_score_fake"], abs=1e-4), r
+
+
+def test_report_shows_video_faces_with_their_crops(folder, scanned):
+    """Video faces get thumbnails, made from their clip's frame decoded again: each is close to the
+    same window cut from that frame by PIL (rotated clips too); a moved folder is one note."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from scanner.pipeline.geometry import face_roi
+    from scanner.report.report import load_run, thumbnails, write_report
+
+    root, _ = folder
+    _, out, _, faces = scanned
+    rows = [r for r in faces if r["file"] in ("face.mp4", "rotated.mp4") and r["status"] == "ok"][:5]
+    thumbs, note = thumbnails(load_run(out), rows, progress=False, log=lambda m: None)
+    assert note is None and [t.face_id for t in thumbs] == [r["face_id"] for r in rows]
+    run = load_run(out)
+    for t, r in zip(thumbs, rows):
+        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(t.uri.split(",", 1)[1]))).convert("RGB"), np.float32)
+        frame = face_frames(r["frame"] + 1)[r["frame"]]
+        if r["file"] == "rotated.mp4":
+            frame = np.rot90(frame)  # the display matrix turns it 90 degrees counter-clockwise
+        roi = face_roi((r["x"], r["y"], r["w"], r["h"]), frame.shape[1], frame.shape[0], run.meta["crop_margin"])
+        want = Image.fromarray(np.ascontiguousarray(frame)).resize(got.shape[1::-1], Image.Resampling.BILINEAR, box=roi)
+        diff = np.abs(got - np.asarray(want, np.float32)).mean()
+        assert diff < 8, r["file"]
+    moved, note = thumbnails(run, rows, progress=False, log=lambda m: None, images=root / "gone")
+    assert all(t.uri is None for t in moved) and "pass --images" in note
+    flagged = sum(1 for r in faces if r["pred"] == 1 and r["status"] == "ok")
+    html, _ = write_report(out, progress=False, log=lambda m: None)
+    assert html.read_text().count("data:image/jpeg") == min(flagged, 32) > 0  # video faces among them

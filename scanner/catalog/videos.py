@@ -50,12 +50,16 @@ def find_videos(folder, labels: dict[str, int] | None = None) -> list[VideoRecor
 
 
 LABEL_WORDS = {"real": 0, "0": 0, "fake": 1, "1": 1}
+FOLDER_LABELS = {"real": 0, "fake": 1}  # training sources: the top folder a file lies in
 
 
-def read_labels(csv_path, folder) -> dict[str, int]:
-    """``file → 0/1`` from a CSV with columns ``file`` (relative to ``folder``) and ``label``
-    (real/fake or 0/1); other columns are ignored. A relative ``csv_path`` that is not found
-    from here is looked for in ``folder``. Raises DfscanError naming the file, row and fix."""
+def folder_label(file: str) -> int | None:
+    """0/1 for a file (relative to its source folder) below ``real/`` or ``fake/``, else None."""
+    parts = Path(file).parts
+    return FOLDER_LABELS.get(parts[0].lower()) if len(parts) > 1 else None
+
+
+def _label_csv(csv_path, folder) -> tuple[Path, list[dict]]:
     path = Path(csv_path)
     if not path.is_file() and not path.is_absolute() and (Path(folder) / path).is_file():
         path = Path(folder) / path
@@ -68,10 +72,30 @@ def read_labels(csv_path, folder) -> dict[str, int]:
         raise DfscanError(f"--labels {path}: not a readable CSV ({exc})") from None
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise DfscanError(f"--labels {path}: needs a header with columns 'file' and 'label'")
+    return path, rows
+
+
+def _file_key(row) -> str:
+    return Path(str(row["file"]).strip()).as_posix()
+
+
+def read_labels(csv_path, folder) -> dict[str, int]:
+    """``file → 0/1`` from a CSV with columns ``file`` (relative to ``folder``) and ``label``
+    (real/fake or 0/1); other columns are ignored. A relative ``csv_path`` that is not found
+    from here is looked for in ``folder``. Raises DfscanError naming the file, row and fix."""
+    path, rows = _label_csv(csv_path, folder)
     labels = {}
     for n, row in enumerate(rows, start=2):
         word = str(row.get("label") or "").strip().lower()
         if word not in LABEL_WORDS:
             raise DfscanError(f"--labels {path}: line {n}: label {row.get('label')!r}; use real, fake, 0 or 1")
-        labels[Path(str(row["file"]).strip()).as_posix()] = LABEL_WORDS[word]
+        labels[_file_key(row)] = LABEL_WORDS[word]
     return labels
+
+
+def read_groups(csv_path, folder) -> dict[str, str]:
+    """``file → group`` from the same CSV's optional ``group`` column (empty cells and a missing
+    column give no entry): clips that share a group, e.g. a face swap and its source clip, are
+    never split between training and validation."""
+    _, rows = _label_csv(csv_path, folder)
+    return {_file_key(r): str(r["group"]).strip() for r in rows if str(r.get("group") or "").strip()}

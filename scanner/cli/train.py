@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from scanner.cli.options import threshold_option
+from scanner.cli.options import detect_options, threshold_option
 
 # the --augment choices; engines.train.augment holds the same tuple but imports torch, which would slow
 # every `dfscan` start (a test keeps the two equal)
@@ -20,12 +20,28 @@ def _pretrained(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def video_source_options(func):
+    """``--labels`` and ``--frames-per-video`` for video sources, plus the detection options."""
+    from scanner.pipeline.frames import DEFAULT_FRAMES_PER_VIDEO
+
+    func = detect_options(func)
+    func = click.option("--frames-per-video", type=click.IntRange(min=1), default=DEFAULT_FRAMES_PER_VIDEO,
+                        show_default=True, help="Video sources: frames sampled per clip, evenly spaced in time "
+                                                "(as 'dfscan run'); their detected boxes are cached per clip.")(func)
+    return click.option("--labels", "labels_csv", type=click.Path(dir_okay=False), default=None,
+                        help="Video sources: CSV with columns file (relative to the source's folder) and "
+                             "label (real/fake or 0/1), and optionally group (clips that must stay on one "
+                             "side of the split, e.g. a face swap and its source clip); other columns are "
+                             "ignored. Default: a clip's top folder real/ or fake/.")(func)
+
+
 @click.command()
 @click.option("--arch", required=True, help="Architecture (see 'dfscan models').")
 @click.option("--data", "data", required=True, multiple=True, metavar="[NAME=]PATH[:WEIGHT]",
               help="A training source; repeat for several. PATH: an OpenForensics root "
-                   "(ROOT/Images/<Split>/, ROOT/<Split>_poly.json) or a folder with real/ and fake/ "
-                   "face images, split by file-name prefix before '__' (clip or identity). NAME "
+                   "(ROOT/Images/<Split>/, ROOT/<Split>_poly.json), a folder with real/ and fake/ "
+                   "face images, split by file-name prefix before '__' (clip or identity), or a "
+                   "folder of video files (labels: --labels or real/ and fake/), split by clip. NAME "
                    "(default: the folder's name) labels its metrics; WEIGHT (default 1) scales its "
                    "faces in the loss.")
 @click.option("--train-split", default="Train", show_default=True)
@@ -34,7 +50,7 @@ def _pretrained(value: str) -> str | None:
                    "sources, by the mean of their Val AUCs).")
 @click.option("--val-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25,
               show_default=True, help="Folder sources: the share of each class's faces (whole "
-                                      "groups) held out for validation.")
+                                      "groups) held out for validation; video sources: of its clips.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Store the lowest threshold whose Val false-positive rate is at most this. "
                    "Default: the threshold of best Val balanced accuracy.")
@@ -68,9 +84,10 @@ def _pretrained(value: str) -> str | None:
 @click.option("--limit", type=click.IntRange(min=2), default=None,
               help="Use at most N faces per split, Real and Fake alternating (smoke tests).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@video_source_options
 def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, batch_size,
           lr, pretrained, out, resume, early_stop, plateau, augment, clean_share, precision, ema, seed,
-          res, limit, quiet):
+          res, limit, quiet, labels_csv, frames_per_video, detect):
     """Train ARCH on face crops made by the same DALI pipeline as 'dfscan run'; the checkpoint
     carries the decision threshold chosen on Val (see --target-fpr), which 'dfscan run' uses.
 
@@ -78,10 +95,14 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, bat
 
     Several sources: dfscan train --arch mobilenetv2 --data data/realorfake
     --data clips=/tmp/video-faces:2 --out runs/multi/model.pt
+
+    Video clips: dfscan train --arch mobilenetv2 --data clips=data/videos --labels labels.csv
+    --frames-per-video 16 --out runs/videos/model.pt
     """
     from engines.models import get_model_config
     from engines.train.loop import TrainSettings, fit
     from scanner.run.sources import parse_sources, source_crops
+    from scanner.run.videos import VideoSettings
     from scanner.settings import batch_for, batch_note
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
@@ -92,7 +113,7 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, bat
     if fitted != batch_size:
         log(batch_note(size, batch_size, fitted))
         batch_size = fitted
-    sources = parse_sources(data)
+    sources = parse_sources(data, labels_csv)
     settings = TrainSettings(arch=arch, data=list(data), out=out, train_split=train_split,
                              val_split=val_split, epochs=epochs, batch_size=batch_size, lr=lr,
                              pretrained=_pretrained(pretrained), resume=resume,
@@ -102,7 +123,8 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, bat
                              res=res, limit=limit, progress=not quiet,
                              source_weights={s.name: s.weight for s in sources},
                              target_fpr=target_fpr)
-    crops = source_crops(sources, train_split, val_split, val_share, limit=limit, log=log)
+    crops = source_crops(sources, train_split, val_split, val_share, limit=limit, log=log, detect=detect,
+                         videos=VideoSettings(frames_per_video=frames_per_video, labels=labels_csv))
     result = fit(settings, crops, log=log)
     b = result.best
     click.echo(f"best epoch {result.best_epoch}: {val_split} AUC {b['val_auc']:.4f}, acc "
@@ -114,12 +136,12 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, bat
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
               help="Engine file (.pt, .onnx, .plan). Default: the bundled model.")
 @click.option("--data", "data", required=True, multiple=True, metavar="[NAME=]PATH",
-              help="A labelled source, as for 'dfscan train' (an OpenForensics root, or real/ + fake/ "
-                   "folders); repeat for several: one metrics row set per source.")
+              help="A labelled source, as for 'dfscan train' (an OpenForensics root, real/ + fake/ "
+                   "folders, or a folder of video files); repeat for several: one metrics row set per source.")
 @click.option("--split", default="Test-Dev", show_default=True, help="OpenForensics sources: the split.")
 @click.option("--held-out", is_flag=True,
-              help="Folder sources: only the groups 'dfscan train' held out for validation "
-                   "(same --val-share). Default: every image.")
+              help="Folder and video sources: only the groups 'dfscan train' held out for validation "
+                   "(same --val-share and --labels). Default: every image or clip.")
 @click.option("--val-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25,
               show_default=True, help="With --held-out: the share 'dfscan train' used.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -128,18 +150,24 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, bat
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@video_source_options
 def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size, threshold, device,
-             overwrite, quiet):
+             overwrite, quiet, labels_csv, frames_per_video, detect):
     """Score labelled faces: OUT/faces.parquet, OUT/metrics.parquet, OUT/roc.png, OUT/det.png.
 
     One OpenForensics source keeps that layout. Otherwise (several sources, or a folder source)
     each source is scanned into OUT/<NAME>/ (a folder source's whole-image annotations go to
     OUT/<NAME>_poly.json) and OUT/metrics.parquet holds every source's rows with a leading
-    'source' column.
+    'source' column. A video source is scanned as 'dfscan run --labels' scans clips (its chosen
+    clips' labels go to OUT/<NAME>_labels.csv); its metrics rows are face-level (every sampled
+    face counts), its per-clip verdicts are in OUT/<NAME>/video_metrics.parquet.
 
     Example: dfscan eval --data data/realorfake --split Test-Challenge --out results/challenge
 
     Several sources: dfscan eval --data data/realorfake --data dfdc=data/dfdc-crops --out results/all
+
+    Held-out clips: dfscan eval --engine runs/videos/model.pt --data clips=data/videos --labels labels.csv
+    --held-out --out results/clips
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -150,19 +178,29 @@ def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size,
     from scanner.errors import DfscanError
     from scanner.output.metrics import METRICS_SCHEMA
     from scanner.run.job import run_job
-    from scanner.run.sources import folder_annotations, parse_sources
+    from scanner.run.sources import folder_annotations, parse_sources, video_labels
+    from scanner.run.videos import VideoSettings
     from scanner.settings import RunSettings
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    sources = parse_sources(data)
+    sources = parse_sources(data, labels_csv)
     engine_name = Path(engine_path).name if engine_path else "default model"
     rows = []
     by_source = len(sources) > 1 or sources[0].kind != "openforensics"
     for source in sources:
         out = Path(out_dir) / source.name if by_source else Path(out_dir)
+        videos = VideoSettings(frames_per_video=0)  # image sources: their videos are not labelled faces
         if source.kind == "openforensics":
             images, annotations = split_paths(source.path, split)
             what = f"{source.name} {split}"
+        elif source.kind == "videos":
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            images, annotations = source.path, None
+            labels, chosen = video_labels(source, Path(out_dir) / f"{source.name}_labels.csv", held_out,
+                                          val_share, log)
+            videos = VideoSettings(frames_per_video=frames_per_video, labels=str(labels.resolve()), only=chosen,
+                                   box_cache=True)
+            what = f"{source.name}{' held-out clips' if held_out else ''} (face-level)"
         else:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             images = source.path
@@ -171,7 +209,8 @@ def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size,
             what = f"{source.name}{' held-out groups' if held_out else ''}"
         settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold)
         summary = run_job(images, out, engine_path, annotations, settings, overwrite=overwrite,
-                          progress=not quiet, log=log)
+                          progress=not quiet, log=log, detect=detect if source.kind == "videos" else None,
+                          videos=videos)
         if summary.metrics_path is None:
             raise DfscanError(f"{annotations}: no face has both a label and a score")
         faces = pq.read_table(summary.faces_path).to_pydict()
@@ -179,6 +218,9 @@ def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size,
         plot_roc_det([faces["label"][i] for i in ok], [faces["score_fake"][i] for i in ok],
                      out, f"{engine_name} on {what}")
         metrics = pq.read_table(summary.metrics_path)
+        if source.kind == "videos":
+            log(f"{source.name}: metrics are face-level (every sampled face counts); per-clip verdicts in "
+                f"{out / 'video_metrics.parquet'}")
         rows += [{"source": source.name, **row} for row in metrics.to_pylist()]
     if by_source:
         schema = pa.schema([("source", pa.string()), *METRICS_SCHEMA])

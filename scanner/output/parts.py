@@ -147,7 +147,8 @@ class RunOutput:
         """Merge the parts into ``faces.parquet``: catalog order, one row per face (its first).
 
         ``face_order``: the catalog's face ids in catalog order (a sequence or int64 array), or
-        ``{face_id: position}``. Faces it does not name follow, in the order they were written.
+        ``{face_id: position}``. Faces it does not name (a run's video faces) follow by face id,
+        so their order does not depend on which clip finished first (Ray).
         """
         self.flush()
         parts = self._parts()
@@ -158,7 +159,7 @@ class RunOutput:
         _, first = np.unique(all_ids, return_index=True)  # a face's first row (a kill can repeat it)
         first.sort()
         position = _positions(face_order, all_ids[first])
-        rows = first[np.argsort(position, kind="stable")]  # ties (faces not named) keep their row order
+        rows = first[np.lexsort((all_ids[first], position))]
         part_of = np.searchsorted(np.cumsum(sizes), rows, side="right")
         in_part = rows - (np.cumsum(sizes) - sizes)[part_of]
         del all_ids, first, position, rows

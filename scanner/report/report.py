@@ -9,7 +9,8 @@ Reads ``faces.parquet`` (with the run's settings and versions in its metadata),
     summary.json   the counts, metrics, threshold, engine and versions for schedulers
 
 The thumbnails are the scan's own crops, made again with ``scanner.explain.scan_catalog`` and
-``scanner.pipeline.cropper.iter_crops`` from the images and annotations recorded in the run.
+``scanner.pipeline.cropper.iter_crops`` from the images and annotations recorded in the run; a
+video face's from its clip's frame, decoded again (``scanner.explain.videos``).
 """
 from __future__ import annotations
 
@@ -183,43 +184,70 @@ def _crop_config(meta: dict):
 def thumbnails(run: Run, rows: list[dict], progress: bool = True, log=print, images=None,
                annotations=None) -> tuple[list[Thumb], str | None]:
     """Crop ``rows`` again as the scan did, from ``images`` / ``annotations`` where given (the
-    scanned folder moved), else from where the run recorded them. Returns the thumbnails in
-    ``rows``' order and a note for the page when some or all could not be made."""
+    scanned folder moved), else from where the run recorded them; video faces from their clip's
+    frame, decoded again (``scanner.explain.videos``, as ``dfscan explain`` does). Returns the
+    thumbnails in ``rows``' order and a note for the page when some or all could not be made."""
     from tqdm import tqdm
 
-    from scanner.explain.explain import scan_catalog
     from scanner.explain.plots import crop_to_rgb
-    from scanner.pipeline.cropper import iter_crops
-    from scanner.report.plots import thumbnail_uri
     from scanner.settings import RunSettings
 
     if not rows:
         return [], None
+    config = _crop_config(run.meta)
+    # the CPU pipeline: a few dozen crops, and the report runs wherever the Parquet files are
+    settings = RunSettings(batch_size=16, device="cpu")
     uris: dict[int, str] = {}
-    all_rows, rows = rows, [r for r in rows if video_of_face(r["face_id"]) is None]
-    if len(rows) < len(all_rows):  # re-cropping a video face means decoding its clip again: not done here
-        log(f"{len(all_rows) - len(rows)} video faces are shown without a thumbnail")
+    problems = []
+
+    def keep(face_ids, crops):
+        from scanner.report.plots import thumbnail_uri
+
+        for f, crop in zip(face_ids, np.asarray(crops)):
+            uris[f] = thumbnail_uri(crop_to_rgb(crop, config.mean, config.std))
+        bar.update(len(face_ids))
+
+    video_rows = [r for r in rows if video_of_face(r["face_id"]) is not None]
+    image_rows = [r for r in rows if video_of_face(r["face_id"]) is None]
+    with tqdm(total=len(rows), unit="face", desc="report thumbnails", disable=not progress,
+              dynamic_ncols=True) as bar:
+        if image_rows:
+            problems += _image_thumbs(run, image_rows, config, settings, keep, bar, log, images, annotations)
+        if video_rows:
+            from scanner.explain.videos import video_crops
+
+            folder = images or run.meta.get("images")
+            if folder and Path(folder).is_dir():
+                for face_ids, crops in video_crops(video_rows, folder, config, settings, log):
+                    keep(face_ids, crops)
+            else:
+                problems.append(f"the scanned folder {folder} is not here for the video faces; "
+                                "pass --images where it is now")
+                log(f"thumbnails left out: {problems[-1]}")
+    missing = sum(1 for r in rows if r["face_id"] not in uris)
+    note = "; ".join(problems) or None
+    if missing and note is None:
+        note = f"{missing} of {len(rows)} faces could not be cropped again (reasons in the log)"
+    return [Thumb(r["face_id"], r["file"], r["label"], r["score_fake"], uris.get(r["face_id"])) for r in rows], note
+
+
+def _image_thumbs(run, rows, config, settings, keep, bar, log, images, annotations) -> list[str]:
+    """Image faces' crops into ``keep``; returns the problem that stopped them, if any."""
+    from scanner.explain.explain import scan_catalog
+    from scanner.pipeline.cropper import iter_crops
+
     try:
         catalog = scan_catalog(run.dir / "faces.parquet", run.meta, rows, images, annotations)
     except DfscanError as exc:
         log(f"thumbnails left out: {exc}")
-        return [Thumb(r["face_id"], r["file"], r["label"], r["score_fake"], None) for r in rows], str(exc)
-    config = _crop_config(run.meta)
-    # the CPU pipeline: a few dozen crops, and the report runs wherever the Parquet files are
-    settings = RunSettings(batch_size=16, device="cpu")
-    with tqdm(total=len(rows), unit="face", desc="report thumbnails", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for batch in iter_crops(catalog, config, settings):
-            for face_ids, crops in batch.pieces:
-                for f, crop in zip(face_ids, np.asarray(crops)):
-                    uris[f] = thumbnail_uri(crop_to_rgb(crop, config.mean, config.std))
-                bar.update(len(face_ids))
-            for r in batch.planned.failed + batch.failed:
-                log(f"face {r.face_id}: no thumbnail: {r.status}: {r.error}")
-                bar.update(1)
-    missing = sum(1 for r in rows if r["face_id"] not in uris)
-    note = f"{missing} of {len(rows)} faces could not be cropped again (reasons in the log)" if missing else None
-    return [Thumb(r["face_id"], r["file"], r["label"], r["score_fake"], uris.get(r["face_id"])) for r in all_rows], note
+        return [str(exc)]
+    for batch in iter_crops(catalog, config, settings):
+        for face_ids, crops in batch.pieces:
+            keep(face_ids, crops)
+        for r in batch.planned.failed + batch.failed:
+            log(f"face {r.face_id}: no thumbnail: {r.status}: {r.error}")
+            bar.update(1)
+    return []
 
 
 def plots(run: Run) -> dict[str, str]:

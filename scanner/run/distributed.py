@@ -4,10 +4,15 @@ Each actor owns one DALI pipeline and one engine, built once on its GPU (or the 
 one shard at a time. Rows come back to the driver, which alone writes them through RunOutput: the
 output folder, ``--resume`` and every reader are those of a single-machine run.
 
+Video files go one clip per task (a clip is scanned whole on one worker, by the same
+``scanner.run.videos.VideoScanner`` as without Ray); the driver saves each clip as it comes back,
+so ``--resume`` redoes exactly the clips without a summary, as without Ray.
+
 A shard's rows count only when the shard returns whole, so a worker that dies loses nothing and
 writes nothing twice: Ray restarts it and re-runs the shard (``max_restarts``,
 ``max_task_retries``). A shard that kills its worker every time is split in halves until the
-culprit image is alone; its faces get the status ``worker_crashed`` and the job goes on.
+culprit image is alone; its faces get the status ``worker_crashed`` and the job goes on. A clip
+that kills its worker on every retry gets one ``worker_crashed`` row alike.
 Only this module imports Ray, and only ``--ray`` imports this module.
 """
 from __future__ import annotations
@@ -50,6 +55,7 @@ class ShardScanner:
     def __init__(self, engine_path: str, settings, backend: str | None = None):
         self.engine_path, self.settings, self.backend = engine_path, settings, backend
         self.engine = self.cropper = None
+        self.clips = None  # (its settings, the VideoScanner) of the last clip
 
     def _open(self):
         if self.engine is None:
@@ -74,6 +80,23 @@ class ShardScanner:
     @ray.method(concurrency_group="control")  # answers while a shard is being scanned
     def pid(self) -> int:
         return os.getpid()
+
+    def scan_video(self, video, detect, vs, threshold: float):
+        """One clip whole: ``(faces table, videos.parquet row)`` with the clip's wall time."""
+        import time
+
+        from scanner.run.videos import VideoScanner
+
+        key = (repr(detect), repr(vs), threshold)
+        if self.clips is None or self.clips[0] != key:
+            if self.clips is not None:
+                self.clips[1].close()
+            settings = replace(self.settings, threshold=threshold)
+            self.clips = key, VideoScanner(self._open(), settings, detect, vs)
+        start = time.perf_counter()
+        table, row = self.clips[1].scan(video)
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        return table, row
 
     def scan(self, catalog) -> pa.Table:
         from scanner.run.scan import scan
@@ -151,6 +174,7 @@ class RayScanner:
                               "use --gpus-per-worker 0 to scan on CPUs")
         settings.device = "gpu" if gpus else "cpu"
         self.threshold = settings.threshold
+        self.settings = settings  # the driver resolves its threshold once the engine is open
         workers = self.opts.workers or max(1, int(have.get("GPU", 0) // gpus if gpus else have.get("CPU", 1)))
         self.engine_path = os.path.abspath(engine_path)  # the same path on every node (shared storage)
         self.choice, backend = None, None
@@ -216,6 +240,40 @@ class RayScanner:
             if on_faces is not None:
                 on_faces(table.num_rows)
             yield table
+
+    def clips(self, detect, vs):
+        """``clip_scans`` for ``scanner.run.videos.scan_videos``: one clip per free worker; yields
+        ``(video, faces table, row)`` in the order clips finish."""
+        threshold = self.settings.threshold_for(self.engine.config)[0]
+
+        def clip_scans(videos):
+            todo, running = deque(videos), {}
+            while todo or running:
+                while todo and self.free:
+                    actor, video = self.free.popleft(), todo.popleft()
+                    running[actor.scan_video.remote(video, detect, vs, threshold)] = (actor, video)
+                (ref,), _ = ray.wait(list(running) + list(self.starting), num_returns=1)
+                if ref in self.starting:
+                    self._ready(ref)
+                    continue
+                actor, video = running.pop(ref)
+                try:
+                    table, row = _get(ref)
+                    self.free.append(actor)
+                except ray.exceptions.RayActorError as exc:  # Ray's retries are spent: the clip is the culprit
+                    self.starting[actor.describe.options(max_task_retries=-1).remote()] = actor
+                    table, row = self._crashed_clip(video, exc, threshold)
+                yield video, table, row
+
+        return clip_scans
+
+    def _crashed_clip(self, video, exc, threshold):
+        from scanner.output.videos import face_rows, video_row
+
+        why = (f"the Ray worker died each time it scanned this clip ({str(exc).splitlines()[0][:200]}); "
+               "the rest of the job went on")
+        table = face_rows(video, [{"n": 0, "status": WORKER_CRASHED, "error": why}], threshold)
+        return table, video_row(video, {"status": WORKER_CRASHED, "error": why}, table, threshold)
 
     def _crashed(self, catalog, image_id, exc) -> pa.Table:
         faces = catalog.images[image_id].face_ids

@@ -22,7 +22,7 @@ from scanner.output.parts import RunOutput
 from scanner.output.videos import video_metrics_table, videos_table
 from scanner.run.engine import DEFAULT_ENGINE, budget_threads, open_engine
 from scanner.run.scan import scan
-from scanner.run.videos import VideoSettings, saved_videos, scan_videos
+from scanner.run.videos import VideoSettings, local_clips, saved_videos, scan_videos
 from scanner.settings import RunSettings
 
 
@@ -92,17 +92,20 @@ def run_meta(engine, engine_path, settings: RunSettings, images, catalog, choice
 
 @contextlib.contextmanager
 def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=print):
-    """Yields ``(engine, engine_path, choice, scan_todo)``: this process's engine and ``scan``, or with
-    ``ray`` (a ``scanner.run.distributed.RayOptions``) a pool of Ray workers, stopped on exit."""
+    """Yields ``(engine, engine_path, choice, scan_todo, clips)``: this process's engine, ``scan``
+    and ``local_clips``, or with ``ray`` (a ``scanner.run.distributed.RayOptions``) a pool of Ray
+    workers, stopped on exit. ``clips(detect, videos)`` gives ``scan_videos`` its ``clip_scans``."""
     if ray is None:
         engine, engine_path, choice = open_engine(engine_path, settings, log)
         settings.num_threads = budget_threads(settings)[0]
-        yield engine, engine_path, choice, functools.partial(scan, catalog, engine, settings)
+        yield (engine, engine_path, choice, functools.partial(scan, catalog, engine, settings),
+               lambda detect, videos: local_clips(engine, settings, detect, videos, log))
         return
     from scanner.run.distributed import RayScanner
 
     with RayScanner(engine_path or DEFAULT_ENGINE, settings, ray, log) as pool:
-        yield pool.engine, Path(engine_path or DEFAULT_ENGINE), pool.choice, functools.partial(pool.scan, catalog)
+        yield (pool.engine, Path(engine_path or DEFAULT_ENGINE), pool.choice, functools.partial(pool.scan, catalog),
+               pool.clips)
 
 
 def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSettings | None = None,
@@ -121,9 +124,6 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     catalog = load_catalog(images, annotations, allow_outside=allow_outside)
     log(catalog.summary())
     clips = video_catalog(images, catalog, videos, log)
-    if clips and ray is not None:
-        raise DfscanError(f"{images} holds {len(clips)} video files, which --ray does not scan yet; "
-                          "run without --ray, or move the videos to another folder")
     detecting, save_detections = detection.applies(catalog, detect), None
     if detecting:  # a plain folder: find the faces, then scan them as annotated ones
         # detection runs here, in this process, even when Ray scans
@@ -132,7 +132,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         catalog, save_detections = detection.catalog_for_run(catalog, images, out_dir, detect, resume=resume,
                                                              overwrite=overwrite, progress=progress, log=log)
         log(catalog.summary())
-    with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, choice, scan_todo):
+    with open_scanner(catalog, engine_path, settings, ray, log) as (engine, engine_path, choice, scan_todo,
+                                                                   clip_scans):
         # resolved once the engine is open (its config carries the trained threshold); scan_todo
         # holds this same settings object
         settings.threshold, settings.threshold_origin = settings.threshold_for(engine.config)
@@ -168,7 +169,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
             if clips and not output.complete:
                 if detect is not None:
                     detect.device = settings.device
-                video_rows, video_faces = scan_videos(clips, engine, settings, detect, videos, output, progress, log)
+                video_rows, video_faces = scan_videos(clips, videos, output, clip_scans(detect, videos),
+                                                      progress, log)
                 scanned += video_faces
         except KeyboardInterrupt:
             output.record_session(len(todo), scanned, True, time.perf_counter() - start)
@@ -208,6 +210,8 @@ def video_catalog(images, catalog, videos: VideoSettings, log=print) -> list:
         return []
     labels = read_labels(videos.labels, images) if videos.labels else None
     clips = find_videos(images, labels)
+    if videos.only is not None:  # indexes (and so ids) stay those of the whole folder
+        clips = [c for c in clips if c.file in videos.only]
     if clips and max(catalog.faces, default=0) >= ID_SPAN:
         raise DfscanError(f"{catalog.annotations}: face ids reach 2**32, where video faces' ids start; "
                           "renumber the annotations or scan the videos in a separate run")

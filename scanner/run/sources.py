@@ -7,25 +7,33 @@
 - a folder with ``real/`` and/or ``fake/`` subfolders of face crops or whole-face images (the
   label is the subfolder; each image is one face, cropped whole). It is split here by *group*:
   the part of the file name before the first ``__`` (``clipA__f0012.png`` → ``clipA``; a name
-  without ``__`` is its own group), so frames of one clip or identity never sit on both sides.
+  without ``__`` is its own group), so frames of one clip or identity never sit on both sides;
+- a folder of video files (``scanner.catalog.videos``): each clip is labelled by ``--labels CSV``
+  (``file`` relative to the folder, ``label``), else by its top folder ``real/`` or ``fake/``. Its
+  faces come from the video scan's own path (sampled frames → detector → tracker → DALI crops,
+  ``scanner.run.training.video_crops``). It is split by clip: the CSV's optional ``group``
+  column puts clips together (e.g. a face swap and its source clip), else each clip is a group.
 
 NAME (default: the folder's name) labels the source in logs, ``history.parquet`` and the
 per-source Val metrics; WEIGHT (default 1) scales each of its faces in the training loss.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from scanner.catalog import whole_image_catalog
+from scanner.catalog import IMAGE_SUFFIXES, whole_image_catalog
+from scanner.catalog.videos import FOLDER_LABELS as LABELS
+from scanner.catalog.videos import find_videos, folder_label, read_groups, read_labels
 from scanner.errors import DfscanError
-from scanner.run.training import catalog_crops, split_crops
+from scanner.run.training import catalog_crops, split_crops, video_crops
 
-LABELS = {"real": 0, "fake": 1}
 SPEC = "[NAME=]PATH[:WEIGHT]"
 
 
@@ -34,10 +42,11 @@ class Source:
     name: str
     path: Path
     weight: float = 1.0
-    kind: str = "openforensics"  # or 'folders'
+    kind: str = "openforensics"  # or 'folders', 'videos'
+    labels: str | None = None  # videos: the --labels CSV (relative paths are looked for in the folder too)
 
 
-def parse_source(value: str) -> Source:
+def parse_source(value: str, labels: str | None = None) -> Source:
     """One ``--data`` value as a Source. Raises DfscanError naming the value and the fix."""
     name, rest = None, value
     head, sep, tail = value.partition("=")
@@ -59,17 +68,25 @@ def parse_source(value: str) -> Source:
         raise DfscanError(f"--data {value}: {path} is not a folder ({SPEC})")
     if (path / "Images").is_dir() and any(path.glob("*_poly.json")):
         kind = "openforensics"
+    elif find_videos(path):
+        image = next((p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES), None)
+        if image is not None:
+            raise DfscanError(f"{path}: holds both video files and images (e.g. {image}); give each kind "
+                              "its own folder and its own --data")
+        kind = "videos"
     elif any((path / sub).is_dir() for sub in LABELS):
         kind = "folders"
     else:
-        raise DfscanError(f"{path}: neither an OpenForensics root (Images/ and <Split>_poly.json) "
-                          "nor a folder with real/ and fake/ subfolders; pass one of those to --data")
-    return Source(name or path.resolve().name, path, weight, kind)
+        raise DfscanError(f"{path}: neither an OpenForensics root (Images/ and <Split>_poly.json), "
+                          "a folder with real/ and fake/ subfolders nor a folder of video files; pass one "
+                          "of those to --data")
+    return Source(name or path.resolve().name, path, weight, kind, labels if kind == "videos" else None)
 
 
-def parse_sources(values) -> list[Source]:
-    """Sources for every ``--data`` value; a repeated name is an error."""
-    sources = [parse_source(v) for v in values]
+def parse_sources(values, labels: str | None = None) -> list[Source]:
+    """Sources for every ``--data`` value (``labels``: the --labels CSV of video sources); a
+    repeated name is an error."""
+    sources = [parse_source(v, labels) for v in values]
     names = Counter(s.name for s in sources)
     twice = [n for n, c in names.items() if c > 1]
     if twice:
@@ -118,31 +135,69 @@ def split_groups(counts: dict[str, Counter], val_share: float) -> set[str]:
     return val
 
 
+def _part_groups(source: Source, counts: dict[str, Counter], part: str, val_share: float, log) -> set[str]:
+    val = split_groups(counts, val_share)
+    chosen = val if part == "val" else set(counts) - val
+    log(f"{source.name}: {part} groups ({len(chosen)} of {len(counts)}): {', '.join(sorted(chosen))}")
+    if not chosen:
+        how = ("clips, or a 'group' column in --labels" if source.kind == "videos"
+               else "clips/identities (file-name prefix before '__')")
+        raise DfscanError(f"{source.path}: too few groups to split into train and validation; "
+                          f"add {how} or change --val-share")
+    return chosen
+
+
 def _folder_part(source: Source, part: str, val_share: float, log, catalog=None):
     catalog = catalog or folder_catalog(source.path)
     groups = {i: group_of(img.file) for i, img in catalog.images.items()}
     counts: dict[str, Counter] = {}
     for i, img in catalog.images.items():
         counts.setdefault(groups[i], Counter()).update(catalog.faces[f].label for f in img.face_ids)
-    val = split_groups(counts, val_share)
-    keep = sorted(i for i, g in groups.items() if (g in val) == (part == "val"))
-    chosen = sorted(val) if part == "val" else sorted(set(counts) - val)
-    log(f"{source.name}: {part} groups ({len(chosen)} of {len(counts)}): {', '.join(chosen)}")
-    if not keep:
-        raise DfscanError(f"{source.path}: too few groups to split into train and validation; "
-                          "add clips/identities (file-name prefix before '__') or change --val-share")
-    return catalog.subset(keep)
+    chosen = _part_groups(source, counts, part, val_share, log)
+    return catalog.subset(sorted(i for i, g in groups.items() if g in chosen))
+
+
+def video_clips(source: Source) -> tuple[list, dict[str, str]]:
+    """A video source's clips (VideoRecords, each labelled) and ``{file: group}``. Raises
+    DfscanError naming a clip that neither --labels nor its folder labels."""
+    labels = read_labels(source.labels, source.path) if source.labels else {}
+    groups = read_groups(source.labels, source.path) if source.labels else {}
+    clips = []
+    for clip in find_videos(source.path, labels):
+        if clip.label is None:
+            clip = replace(clip, label=folder_label(clip.file))
+        if clip.label is None:
+            raise DfscanError(f"{clip.path}: no label; add a row '{clip.file},real' (or fake) to "
+                              f"{source.labels or 'a --labels CSV'}, or move it under real/ or fake/")
+        clips.append(clip)
+    return clips, {c.file: groups.get(c.file, c.file) for c in clips}
+
+
+def video_part(source: Source, part: str, val_share: float, log=print) -> list:
+    """The clips of ``part`` ('train' or 'val'): whole groups, each class's share of clips in
+    validation at least ``val_share`` (``split_groups``)."""
+    clips, groups = video_clips(source)
+    counts: dict[str, Counter] = {}
+    for c in clips:
+        counts.setdefault(groups[c.file], Counter())[c.label] += 1
+    chosen = _part_groups(source, counts, part, val_share, log)
+    return [c for c in clips if groups[c.file] in chosen]
 
 
 def source_crops(sources: list[Source], train_split: str, val_split: str, val_share: float = 0.25,
-                 batch_size: int = 64, limit: int | None = None, log=print):
+                 batch_size: int = 64, limit: int | None = None, log=print, detect=None, videos=None):
     """``crops(split, config)`` for ``engines.train.fit``: batches of ``(uint8 crops, labels,
-    face ids, source name)`` from every source; ``split`` is ``train_split`` or ``val_split``."""
+    face ids, source name)`` from every source; ``split`` is ``train_split`` or ``val_split``.
+    Video sources are sampled as ``videos`` (VideoSettings) says, their faces found by ``detect``
+    (DetectSettings; None: each whole frame is one face)."""
     def crops(split, config):
         part = "train" if split == train_split else "val"
         for source in sources:
             if source.kind == "openforensics":
                 batches = split_crops(source.path, split, config, batch_size, limit, log)
+            elif source.kind == "videos":
+                clips = video_part(source, part, val_share, log)
+                batches = video_crops(clips, config, detect, videos, f"{source.name} {part}", batch_size, limit, log)
             else:
                 catalog = _folder_part(source, part, val_share, log)
                 batches = catalog_crops(catalog, config, f"{source.name} {part}", batch_size, limit, log)
@@ -178,3 +233,15 @@ def folder_annotations(source: Source, path, held_out: bool = False, val_share: 
     coco = {"images": images, "annotations": annotations,
             "categories": [{"id": 0, "name": "Real"}, {"id": 1, "name": "Fake"}]}
     return write_atomic(path, json.dumps(coco))
+
+
+def video_labels(source: Source, path, held_out: bool = False, val_share: float = 0.25, log=print):
+    """Write ``file,label`` for a video source's clips to ``path`` (only the validation groups'
+    with ``held_out``), so ``dfscan eval`` scans them as ``dfscan run --labels``. Returns
+    ``(path, the files)``."""
+    from engines.files import write_atomic
+
+    clips = video_part(source, "val", val_share, log) if held_out else video_clips(source)[0]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([("file", "label")] + [(c.file, c.label) for c in clips])
+    return write_atomic(path, text.getvalue()), frozenset(c.file for c in clips)

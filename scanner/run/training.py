@@ -1,6 +1,7 @@
 """Face crops for ``dfscan train``: each split cropped once by the scan's own pipeline.
 
-Crops come from ``scanner.pipeline.cropper.iter_crops`` with the model's ModelConfig, so training
+Crops come from ``scanner.pipeline.cropper.iter_crops`` (video clips: the video scan itself,
+``scanner.run.videos``) with the model's ModelConfig, so training
 sees exactly the pixels ``dfscan run`` will feed the model (same decoder, box margin, resize).
 DALI's resize keeps uint8, so undoing the normalisation and rounding recovers the crops
 losslessly. ``engines.train`` receives them as plain batches and never imports this package.
@@ -13,6 +14,13 @@ from scanner.catalog import load_catalog, split_paths
 from scanner.errors import DfscanError
 from scanner.pipeline.cropper import iter_crops
 from scanner.settings import RunSettings
+
+
+def to_uint8(crops, config) -> np.ndarray:
+    """The scan's normalised crops (N, C, H, W) back as the uint8 pixels DALI resized."""
+    mean = np.asarray(config.mean, dtype=np.float32)[:, None, None] * 255
+    std = np.asarray(config.std, dtype=np.float32)[:, None, None] * 255
+    return np.clip(np.rint(np.asarray(crops) * std + mean), 0, 255).astype(np.uint8)
 
 
 def _limit(catalog, limit: int):
@@ -43,8 +51,6 @@ def catalog_crops(catalog, config, name: str, batch_size: int = 64, limit: int |
     (a split or source) goes into the log lines. Raises DfscanError when none could be cropped."""
     if limit is not None:
         catalog = _limit(catalog, limit)
-    mean = np.asarray(config.mean, dtype=np.float32)[:, None, None] * 255
-    std = np.asarray(config.std, dtype=np.float32)[:, None, None] * 255
     failed, yielded = [], 0
     settings = RunSettings(batch_size=batch_size, device="cpu").fitted(config.input_size, log)
     for batch in iter_crops(catalog, config, settings):
@@ -53,7 +59,7 @@ def catalog_crops(catalog, config, name: str, batch_size: int = 64, limit: int |
             keep = [n for n, f in enumerate(face_ids) if catalog.faces[f].label is not None]
             if not keep:
                 continue
-            pixels = np.clip(np.rint(np.asarray(crops)[keep] * std + mean), 0, 255).astype(np.uint8)
+            pixels = to_uint8(np.asarray(crops)[keep], config)
             yield pixels, [catalog.faces[face_ids[n]].label for n in keep], [face_ids[n] for n in keep]
             yielded += len(keep)
     for r in failed[:5]:
@@ -63,6 +69,57 @@ def catalog_crops(catalog, config, name: str, batch_size: int = 64, limit: int |
     if not yielded:
         where = catalog.annotations or name
         raise DfscanError(f"{where}: no labelled face could be cropped (category_id 0 or 1)")
+
+
+def _alternating(clips) -> list:
+    """Clips Real, Fake, Real, … (each class in file order), the rest after: ``--limit`` then
+    takes faces of both classes."""
+    real, fake = [c for c in clips if c.label == 0], [c for c in clips if c.label == 1]
+    mixed = [c for pair in zip(real, fake) for c in pair]
+    return mixed + real[len(mixed) // 2:] + fake[len(mixed) // 2:]
+
+
+def video_crops(clips, config, detect, videos, name: str, batch_size: int = 64, limit: int | None = None,
+                log=print):
+    """Yield ``(uint8 crops, labels, face ids)`` for the faces found in ``clips`` (labelled
+    VideoRecords), made by the video scan itself (``scanner.run.videos.VideoScanner``: sampled
+    frames, ``detect``, tracker, the DALI frame graph with ``config``'s crop convention), the
+    detected boxes cached per clip (``scanner.detect.cache``). Face ids are those a ``dfscan run``
+    of the folder gives. With ``limit``, clips alternate Real and Fake until ``limit`` faces.
+    Raises DfscanError when no face could be cropped."""
+    from dataclasses import replace
+
+    from scanner.run.videos import VideoScanner, VideoSettings
+
+    videos = replace(videos or VideoSettings(), box_cache=True)
+    settings = RunSettings(batch_size=batch_size, device="cpu").fitted(config.input_size, log)
+    got: list = []
+    scanner = VideoScanner(None, settings, detect, videos, config=config, log=log,
+                           on_crops=lambda faces, crops: got.append(([f["n"] for f in faces], to_uint8(crops, config))))
+    yielded, skipped = 0, []
+    try:
+        for video in _alternating(clips) if limit else clips:
+            got.clear()
+            _, row = scanner.scan(video)
+            if row["status"] != "ok":
+                skipped.append(f"{video.file} ({row['status']}: {row['error']})")
+            for ns, pixels in got:
+                if limit is not None:
+                    ns, pixels = ns[:limit - yielded], pixels[:limit - yielded]
+                if len(ns):
+                    yield pixels, [video.label] * len(ns), [video.face_id(n) for n in ns]
+                    yielded += len(ns)
+            if limit is not None and yielded >= limit:
+                break
+    finally:
+        scanner.close()
+    for line in skipped[:5]:
+        log(f"{name}: clip {line} gave no face")
+    if len(skipped) > 5:
+        log(f"{name}: {len(skipped) - 5} more clips gave no face")
+    if not yielded:
+        raise DfscanError(f"{name}: no face was found in {len(clips)} clips; check the clips, or sample more "
+                          "frames (--frames-per-video)")
 
 
 def face_batches(images, with_labels: bool = False, batch_size: int = 32):

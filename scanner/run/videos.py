@@ -34,24 +34,34 @@ class VideoSettings:
     min_iou: float = 0.3  # tracker (scanner.detect.tracking)
     max_gap: int = 2
     labels: str | None = None  # the --labels CSV, recorded in the manifest
+    only: frozenset | None = None  # scan just these clips (files relative to the folder): eval --held-out
+    box_cache: bool = False  # keep detected boxes per clip (scanner.detect.cache): train and eval
+
+    def sampling(self) -> dict:
+        return {"frames_per_video": None if self.fps else self.frames_per_video, "sample_fps": self.fps}
 
     def meta(self) -> dict:
-        return {"frames_per_video": None if self.fps else self.frames_per_video, "sample_fps": self.fps,
-                "track_min_iou": self.min_iou, "track_max_gap": self.max_gap, "labels": self.labels}
+        return {**self.sampling(), "track_min_iou": self.min_iou, "track_max_gap": self.max_gap, "labels": self.labels}
 
 
 class VideoScanner:
     """One clip at a time: ``scan(video) → (faces table, videos.parquet row)``; never raises for
-    a bad file (its status says why)."""
+    a bad file (its status says why).
 
-    def __init__(self, engine, settings, detect, vs: VideoSettings):
-        from scanner.detect.detectors import create_detector
+    Without an engine (``engine=None``, ``config`` given) faces are cropped but not scored:
+    ``on_crops(faces, crops)`` hears each batch of face dicts and their normalised crops, which is
+    how ``dfscan train`` gets video faces through this same path."""
 
+    def __init__(self, engine, settings, detect, vs: VideoSettings, *, config=None, on_crops=None, log=print):
         self.engine, self.settings, self.detect, self.vs = engine, settings, detect, vs
-        self.detector = None
-        if detect is not None:
-            self.detector = create_detector(detect.detector, detect.device, detect.min_face, detect.min_score)
-        self.pipe = None
+        self.config = config if config is not None else engine.config
+        self.on_crops = on_crops
+        self.detector = self.pipe = None
+        self.cache = self.known = self.found = None
+        if detect is not None and vs.box_cache:
+            from scanner.detect.cache import BoxCache
+
+            self.cache = BoxCache(detect.meta(), detect.device, settings.cache_dir, log)
 
     def close(self):
         pipe, self.pipe = self.pipe, None
@@ -63,6 +73,10 @@ class VideoScanner:
         info = {"status": OK, "error": None, "frames_sampled": 0}
         tracker = IouTracker(self.vs.min_iou, self.vs.max_gap)
         chunk, container, vi = [], None, None
+        handle = None
+        if self.cache is not None:
+            self.known, handle = self.cache.get(video.path, self.vs.sampling())
+            self.found = {}
         try:
             container, stream = open_video(video.path)
             vi = video_info(container, stream)
@@ -84,6 +98,8 @@ class VideoScanner:
                 info["vfr"] = vi.vfr
         if chunk:  # frames sampled before a decoding error still count
             faces += self._faces(chunk, tracker, len(faces))
+        if handle is not None and self.known is None and info["status"] == OK:
+            self.cache.put(handle, self.found)
         if not faces:  # the clip keeps one row that says why it has no face
             status, error = info["status"], info["error"]
             if status == OK:
@@ -95,12 +111,25 @@ class VideoScanner:
     # -- one chunk of sampled frames -------------------------------------------------------------
     def _boxes(self, frames) -> list[np.ndarray]:
         """Per frame, (n, 5) ``x, y, w, h, det_score`` in full-resolution pixels, best first."""
-        if self.detector is None:  # --detector none: the whole frame is the face
+        if self.detect is None:  # --detector none: the whole frame is the face
             return [np.array([[0, 0, f.rgb.shape[1], f.rgb.shape[0], np.nan]], np.float32) for f in frames]
+        if self.known is not None and all(f.index in self.known for f in frames):
+            return [self.known[f.index] for f in frames]
+        out = self._detect(frames)
+        if self.found is not None:
+            self.found.update((f.index, b) for f, b in zip(frames, out))
+        return out
+
+    def _detect(self, frames) -> list[np.ndarray]:
         import cv2
 
         from scanner.pipeline.graphs import detection_size
 
+        if self.detector is None:  # built on first use: a clip whose boxes are cached needs none
+            from scanner.detect.detectors import create_detector
+
+            d = self.detect
+            self.detector = create_detector(d.detector, d.device, d.min_face, d.min_score)
         small = []
         for f in frames:
             h, w = f.rgb.shape[:2]
@@ -118,7 +147,7 @@ class VideoScanner:
 
     def _faces(self, frames, tracker: IouTracker, n0: int) -> list[dict]:
         faces, todo = [], []  # todo: (face dict, frame number in chunk, roi)
-        margin = self.engine.config.crop_margin
+        margin = self.config.crop_margin
         for k, (frame, boxes) in enumerate(zip(frames, self._boxes(frames))):
             h, w = frame.rgb.shape[:2]
             for box, track in zip(boxes, tracker.update(boxes)):
@@ -154,6 +183,10 @@ class VideoScanner:
                 for face, _, _ in part:
                     face.update(status=DECODE_ERROR, error=dali_reason(exc))
                 continue
+            if self.on_crops is not None:
+                self.on_crops([face for face, _, _ in part], crops)
+            if self.engine is None:
+                continue
             for (face, _, _), score in zip(part, softmax_fake(self.engine.infer(crops))):
                 face["score"] = float(score)
 
@@ -161,7 +194,7 @@ class VideoScanner:
         from scanner.pipeline.graphs import build_frames_pipeline
 
         if self.pipe is None:
-            self.pipe = build_frames_pipeline(self.engine.config, self.settings.batch_size, self.settings.device,
+            self.pipe = build_frames_pipeline(self.config, self.settings.batch_size, self.settings.device,
                                               self.settings.num_threads)
         return self.pipe
 
@@ -180,11 +213,28 @@ def saved_videos(videos, output) -> dict[int, dict]:
     return rows
 
 
-def scan_videos(videos, engine, settings, detect, vs: VideoSettings, output, progress=True, log=print):
-    """Scan each clip not yet saved in ``output`` (a RunOutput); returns every clip's
-    ``videos.parquet`` row in file order (saved ones read back) and the number of face rows this
-    call wrote. Raises DfscanError when a
-    resumed run's video settings differ."""
+def local_clips(engine, settings, detect, vs: VideoSettings, log=print):
+    """``clip_scans(videos)`` for this process: yields ``(video, faces table, videos.parquet row)``
+    clip by clip, the row with the clip's wall time in ``seconds``."""
+    def clip_scans(videos):
+        scanner = VideoScanner(engine, settings, detect, vs, log=log)
+        try:
+            for video in videos:
+                start = time.perf_counter()
+                table, row = scanner.scan(video)
+                row["seconds"] = round(time.perf_counter() - start, 3)
+                yield video, table, row
+        finally:
+            scanner.close()
+
+    return clip_scans
+
+
+def scan_videos(videos, vs: VideoSettings, output, clip_scans, progress=True, log=print):
+    """Scan each clip not yet saved in ``output`` (a RunOutput) with ``clip_scans`` (``local_clips``,
+    or Ray workers': ``scanner.run.distributed``), saving each as it comes back, in any order;
+    returns every clip's ``videos.parquet`` row in file order (saved ones read back) and the number
+    of face rows this call wrote. Raises DfscanError when a resumed run's video settings differ."""
     before = output.manifest.get("settings", {})
     changed = [k for k, v in vs.meta().items() if k in before and before[k] != v]
     if changed:
@@ -196,23 +246,17 @@ def scan_videos(videos, engine, settings, detect, vs: VideoSettings, output, pro
         log(f"resuming: {len(rows)} videos already saved, {len(todo)} left")
     from tqdm import tqdm
 
-    scanner = VideoScanner(engine, settings, detect, vs) if todo else None
     bar = tqdm(total=len(videos), initial=len(rows), unit="video", disable=not progress, desc="videos",
                dynamic_ncols=True)
     try:
-        for video in todo:
-            start = time.perf_counter()
-            table, row = scanner.scan(video)
+        for video, table, row in (clip_scans(todo) if todo else ()):
             output.add(table)
             written += table.num_rows
             output.flush()  # the clip's rows are published before its summary: done or redone whole
-            row["seconds"] = round(time.perf_counter() - start, 3)
             write_atomic(_summary_path(output.dir, video), json.dumps(row))
             rows[video.index] = row
             bar.set_postfix(faces=row["faces"], status=row["status"])
             bar.update(1)
     finally:
         bar.close()
-        if scanner is not None:
-            scanner.close()
     return [rows[v.index] for v in videos], written
