@@ -105,8 +105,9 @@ class VideoScanner:
             if status == OK:
                 status, error = NO_FACE, f"no face found on {info['frames_sampled']} sampled frames"
             faces = [{"n": 0, "status": status, "error": error}]
-        table = face_rows(video, faces, self.settings.threshold)
-        return table, video_row(video, info, table, self.settings.threshold)
+        threshold = self.settings.threshold_for(self.config)[0]  # (bench passes settings unresolved)
+        table = face_rows(video, faces, threshold)
+        return table, video_row(video, info, table, threshold)
 
     # -- one chunk of sampled frames -------------------------------------------------------------
     def _boxes(self, frames) -> list[np.ndarray]:
