@@ -1,13 +1,15 @@
-"""COCO records one at a time, in one pass: a multi-GB annotation file is never held in memory.
+"""COCO records in one pass: a multi-GB annotation file is never held in memory.
 
 ``json.load`` of a COCO file needs several times the file's size (a dict and a list per
-annotation). Here the file is read in blocks and only the top level is walked by hand: each
-record of ``images`` and ``annotations`` is parsed on its own by the json module's C scanner
-(``JSONDecoder.raw_decode``), yielded, and dropped, so memory stays at one block plus what the
-catalog keeps. One pass, in the file's order (``annotations`` may come before ``images``); other
-top-level values (``categories``, ``info``) are parsed and dropped. The json module's grammar
-applies throughout (it accepts a bare ``NaN``, as Python writes a NaN box). Measured on a
-2,000,000-face file: about two thirds of ijson's time per record (benchmarks/catalog_scale.py).
+annotation). Here the file is read in blocks of text and only its top level is walked by hand;
+the records of ``images`` and ``annotations`` are parsed by the json module's C scanner, a run of
+a few hundred kB of records per ``json.loads`` call where the text can be cut at a record's end
+(``_TopLevel.run``), else one record at a time (``JSONDecoder.raw_decode``), handed on and
+dropped. Memory stays at one block plus what the catalog keeps. One pass, in the file's order
+(``annotations`` may come before ``images``); other top-level values (``categories``, ``info``)
+are parsed and dropped. The json module's grammar applies throughout (it accepts a bare ``NaN``,
+as Python writes a NaN box). Measured on a 2,000,000-face file (benchmarks/catalog_scale.py): the
+catalog in 8.3 µs a face, where ijson's C backend took 12 µs for its two passes alone.
 """
 from __future__ import annotations
 

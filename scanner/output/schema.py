@@ -55,7 +55,11 @@ def columns_to_table(catalog, face_ids, scores: pa.Array, status: pa.Array, erro
                 x0, y0, x1, y1 = roi
                 box[k], no_box[k] = (x0, y0, x1 - x0, y1 - y0), False
     values = scores.to_numpy(zero_copy_only=False)
-    pred = pa.array(np.nan_to_num(values, nan=-np.inf) >= threshold, mask=np.isnan(values)).cast(pa.int8())
+    scored = ~np.isnan(values)
+    pred = np.zeros(len(values), dtype=np.int8)
+    if scored.any():  # (rows without a score need no threshold: a Ray crash row is made before one is known)
+        pred[scored] = values[scored] >= threshold
+    pred = pa.array(pred, mask=~scored)
     n = len(face_ids)
     cols = {
         "image_id": pa.array(cat["image_id"], type=pa.int64()),
