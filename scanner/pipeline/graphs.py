@@ -8,7 +8,8 @@ and ``fn.resize`` with a per-face ROI crops and resizes in one step.
 The detection graph: one slot per image, each decoded once and shrunk (never enlarged) to the
 size given per sample; the detector's boxes are scaled back to full-resolution pixels and then go
 through the scan's usual crop path. The decode-only graph is what ``dfscan bench`` measures the
-scan against.
+scan against. The video graph decodes chosen frames of one clip (``dali_frames``), which then
+enter the frames graph as PyAV's frames do.
 
 Each graph runs on the CPU (``device_id=None``, CPU decoder) or on the GPU (``device_id=0``,
 ``'mixed'`` decoder): the device is a parameter, never a second copy.
