@@ -108,3 +108,20 @@ def test_auto_is_nvdec_on_a_gpu_and_pyav_on_the_cpu():
 def test_nvdec_frames_equal_pyav_frames(path):
     """NVDEC ('mixed') reads H.264 too, and gives PyAV's frames."""
     assert_same_frames(path, 5, device="gpu")
+
+
+@pytest.mark.gpu
+def test_gpu_run_decodes_h264_on_nvdec_by_default(tmp_path, engines_dir):
+    from scanner.run.job import run_job
+    from scanner.run.videos import VideoSettings
+    from scanner.settings import RunSettings
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "a.mp4", face_frames(6))
+    (clips / "b.webm").symlink_to(GHOST[0])
+    run_job(clips, tmp_path / "out", engines_dir / "m.onnx", settings=RunSettings(device="gpu", batch_size=4),
+            progress=False, log=lambda m: None, videos=VideoSettings(frames_per_video=2))
+    videos = pq.read_table(tmp_path / "out" / "videos.parquet").to_pylist()
+    assert [(r["status"], r["frames_sampled"]) for r in videos] == [("ok", 2), ("ok", 2)]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["settings"]["video_decoder"] == "dali"
