@@ -99,7 +99,8 @@ def bench_videos(folder, out_dir, engine_path, settings, detect, vs, progress: b
         _decode_pass(videos[:1], vs, source)  # warm-up: libraries, file cache, DALI's pipeline
         d = _decode_pass(videos, vs, source)
         rows.append(_row("decode", len(videos), d["frames_decoded"], d["frames_sampled"], None, d["seconds"]))
-        log(f"decode only ({vs.decoder}): {d['frames_decoded']} frames ({d['frames_sampled']} sampled) in {d['seconds']:.1f} s")
+        log(f"decode only ({vs.decoder}): {d['frames_decoded']} frames ({d['frames_sampled']} sampled) "
+            f"in {d['seconds']:.1f} s")
         _decode_pass(videos, vs, source, on_frame=save)  # untimed: the JPEG pass's input
         source.close()
         scanner = VideoScanner(engine, settings, detect, vs)

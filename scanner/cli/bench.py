@@ -76,8 +76,9 @@ def _bench_videos(o):
                           "another --out")
     settings = RunSettings(batch_size=o["batch_size"], device=resolve_device(o["device"]), isolate_decoder=False)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    table = bench_videos(o["videos"], o["out_dir"], o["engine_path"], settings, DetectSettings(),
-                         VideoSettings(frames_per_video=o["frames_per_video"], decoder=o["video_decoder"]), progress=not o["quiet"], log=log)
+    vs = VideoSettings(frames_per_video=o["frames_per_video"], decoder=o["video_decoder"])
+    table = bench_videos(o["videos"], o["out_dir"], o["engine_path"], settings, DetectSettings(), vs,
+                         progress=not o["quiet"], log=log)
     for line in summary_lines(table):
         click.echo(line)
     click.echo(f"wrote {Path(o['out_dir']) / 'bench_videos.parquet'}")

@@ -16,8 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from scanner.pipeline.frames import (Frame, FramePicker, VideoInfo, ffmpeg_reason, open_video, start_time,
-                                     turned, video_info)
+from scanner.pipeline.frames import Frame, FramePicker, ffmpeg_reason, open_video, start_time, turned, video_info
 from scanner.status import DECODE_ERROR, NO_FRAMES, UNSUPPORTED_CODEC, FaceError
 
 # fewer runs re-decode less (each decodes from a key frame); 32 frames of 1080p are 200 MB
