@@ -4,7 +4,8 @@ against the same sampled frames saved as JPEG files and scanned as images.
 Three timed passes over every clip below DIR, in one process, one engine, one detector:
 
 - ``decode``: open, decode every frame up to the last sampled one, convert the sampled ones to
-  RGB (``scanner.pipeline.frames``) — the ceiling of the video path on this machine;
+  RGB, with the run's ``--video-decoder`` (``scanner.pipeline.video_decoders``) — the ceiling of
+  the video path on this machine;
 - ``video``: the scan as ``dfscan run`` does it (decode, detect, track, DALI crop, engine);
 - ``jpeg``: the sampled frames written as JPEG (quality 95) beforehand, untimed, then scanned as a
   plain image folder by ``dfscan run`` (detection included) — the target compares faces/s of
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +24,8 @@ import pyarrow as pa
 from engines.files import versions, write_table
 from scanner.catalog.videos import find_videos
 from scanner.errors import DfscanError
-from scanner.pipeline.frames import open_video, sample_times, sampled_frames, video_info
+from scanner.pipeline.frames import sample_times
+from scanner.pipeline.video_decoders import open_frame_source, resolve_video_decoder
 from scanner.status import FaceError
 
 BENCH_VIDEOS_SCHEMA = pa.schema([
@@ -32,26 +35,26 @@ BENCH_VIDEOS_SCHEMA = pa.schema([
 ])
 
 
-def _decode_pass(videos, vs, on_frame=None) -> dict:
-    """Decode and sample every clip; frames decoded = up to the last sampled one of each clip."""
+def _decode_pass(videos, vs, source, on_frame=None) -> dict:
+    """Decode and sample every clip with ``source`` (a frame source); frames decoded = up to the
+    last sampled one of each clip."""
     decoded = sampled = 0
     start = time.perf_counter()
     for video in videos:
         try:
-            container, stream = open_video(video.path)
+            clip = source.open(video.path)
         except FaceError:
             continue
         last = -1
         try:
-            vi = video_info(container, stream)
-            for frame in sampled_frames(container, stream, sample_times(vi, vs.frames_per_video, vs.fps)):
+            for frame in clip.frames(sample_times(clip.info, vs.frames_per_video, vs.fps)):
                 sampled, last = sampled + 1, frame.index
                 if on_frame is not None:
                     on_frame(video, frame)
         except FaceError:
             pass
         finally:
-            container.close()
+            clip.close()
         decoded += last + 1
     return {"frames_decoded": decoded, "frames_sampled": sampled, "seconds": time.perf_counter() - start}
 
@@ -82,6 +85,8 @@ def bench_videos(folder, out_dir, engine_path, settings, detect, vs, progress: b
     settings.num_threads = budget_threads(settings)[0]
     settings = settings.fitted(engine.config.input_size, log)
     detect.device = settings.device
+    vs = replace(vs, decoder=resolve_video_decoder(vs.decoder, settings.device))
+    source = open_frame_source(vs.decoder, settings.device, settings.num_threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="dfscan-bench-videos-") as tmp:
         jpegs = Path(tmp) / "frames"
@@ -91,11 +96,13 @@ def bench_videos(folder, out_dir, engine_path, settings, detect, vs, progress: b
             name = f"{video.index:04d}_{frame.index:06d}.jpg"
             Image.fromarray(frame.rgb).save(jpegs / name, quality=95)
 
-        _decode_pass(videos[:1], vs)  # warm-up: libraries, file cache
-        d = _decode_pass(videos, vs)
+        _decode_pass(videos[:1], vs, source)  # warm-up: libraries, file cache, DALI's pipeline
+        d = _decode_pass(videos, vs, source)
         rows.append(_row("decode", len(videos), d["frames_decoded"], d["frames_sampled"], None, d["seconds"]))
-        log(f"decode only: {d['frames_decoded']} frames ({d['frames_sampled']} sampled) in {d['seconds']:.1f} s")
-        _decode_pass(videos, vs, on_frame=save)  # untimed: the JPEG pass's input
+        log(f"decode only ({vs.decoder}): {d['frames_decoded']} frames ({d['frames_sampled']} sampled) "
+            f"in {d['seconds']:.1f} s")
+        _decode_pass(videos, vs, source, on_frame=save)  # untimed: the JPEG pass's input
+        source.close()
         scanner = VideoScanner(engine, settings, detect, vs)
         try:
             scanner.scan(videos[0])  # warm-up: DALI pipeline, detector
@@ -119,7 +126,8 @@ def bench_videos(folder, out_dir, engine_path, settings, detect, vs, progress: b
         log(f"same frames as JPEG: {ok} faces on {summary.images} images in {seconds:.1f} s "
             "(engine opened again: its load is in this figure)")
     meta = {"videos": str(Path(folder).resolve()), "engine": str(engine_path), "backend": engine.name,
-            "frames_per_video": vs.frames_per_video, "sample_fps": vs.fps, "detector": detect.detector,
+            "frames_per_video": vs.frames_per_video, "sample_fps": vs.fps, "video_decoder": vs.decoder,
+            "detector": detect.detector,
             "det_max_side": detect.max_side, "batch_size": settings.batch_size,
             "loadavg": list(os.getloadavg()), "machine": machine_info(settings.device), "versions": versions()}
     table = pa.Table.from_pylist(rows, schema=BENCH_VIDEOS_SCHEMA)

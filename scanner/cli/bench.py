@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from scanner.bench.bench import BenchSettings, parse_faces_per_image, parse_resolutions, run_bench
+from scanner.cli.options import video_decoder_option
 from scanner.errors import DfscanError
 
 
@@ -47,6 +48,7 @@ from scanner.errors import DfscanError
                    "scan, and the same sampled frames as JPEG images (OUT/bench_videos.parquet).")
 @click.option("--frames-per-video", type=click.IntRange(min=1), default=32, show_default=True,
               help="--videos: frames sampled per clip.")
+@video_decoder_option
 def bench(**options):
     """Time dfscan against PIL + eager torch across input resolutions; write OUT/bench.parquet
     and OUT/bench.png.
@@ -58,7 +60,7 @@ def bench(**options):
     if options["videos"] is not None:
         _bench_videos(options)
         return
-    del options["videos"], options["frames_per_video"]
+    del options["videos"], options["frames_per_video"], options["video_decoder"]
     _bench_command(**options)
 
 
@@ -74,8 +76,9 @@ def _bench_videos(o):
                           "another --out")
     settings = RunSettings(batch_size=o["batch_size"], device=resolve_device(o["device"]), isolate_decoder=False)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    table = bench_videos(o["videos"], o["out_dir"], o["engine_path"], settings, DetectSettings(),
-                         VideoSettings(frames_per_video=o["frames_per_video"]), progress=not o["quiet"], log=log)
+    vs = VideoSettings(frames_per_video=o["frames_per_video"], decoder=o["video_decoder"])
+    table = bench_videos(o["videos"], o["out_dir"], o["engine_path"], settings, DetectSettings(), vs,
+                         progress=not o["quiet"], log=log)
     for line in summary_lines(table):
         click.echo(line)
     click.echo(f"wrote {Path(o['out_dir']) / 'bench_videos.parquet'}")

@@ -6,6 +6,7 @@ import functools
 import click
 
 from scanner.detect.detectors import list_detectors
+from scanner.pipeline.video_decoders import VIDEO_DECODERS
 
 
 # run and eval decide alike: the model's own threshold unless one is given
@@ -13,6 +14,13 @@ threshold_option = click.option(
     "--threshold", type=float, default=None,
     help="score_fake at or above it is Fake. Default: the model's own threshold (chosen on "
          "validation when it was trained; the run's log names it), else 0.5.")
+
+# run and bench --videos read clips alike
+video_decoder_option = click.option(
+    "--video-decoder", type=click.Choice(["auto", *VIDEO_DECODERS]), default="auto", show_default=True,
+    help="Decoder of video frames. auto: dali on a GPU (NVDEC), pyav on the CPU. pyav: FFmpeg on the "
+         "CPU, every codec. dali on the CPU reads VP8, VP9 and MJPEG only; other clips get "
+         "'unsupported_codec'.")
 
 
 def detector_names() -> list[str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from scanner.cli.options import detect_options, engine_options, threshold_option
+from scanner.cli.options import detect_options, engine_options, threshold_option, video_decoder_option
 from scanner.errors import DfscanError
 
 
@@ -65,11 +65,13 @@ def sigterm_as_interrupt():
 @click.option("--labels", "labels_csv", type=click.Path(dir_okay=False), default=None,
               help="CSV with columns file (relative to IMAGES) and label (real/fake or 0/1) for video "
                    "files; other columns are ignored. Adds videos' labels to the rows and video_metrics.parquet.")
+@video_decoder_option
 @detect_options
 @engine_options
 def run(images, annotations, engine_path, out_dir, batch_size, threshold, device, resume, overwrite,
         max_pixels, allow_outside_paths, part_rows, quiet, no_report, no_isolate, use_ray, ray_address, workers,
-        gpus_per_worker, shard_images, frames_per_video, sample_fps, labels_csv, detect, engine_settings):
+        gpus_per_worker, shard_images, frames_per_video, sample_fps, labels_csv, video_decoder, detect,
+        engine_settings):
     """Scan IMAGES and write OUT/faces.parquet (+ OUT/metrics.parquet when labels exist), then
     OUT/report.html and OUT/summary.json. Video files below IMAGES are sampled, their faces found,
     followed and scored (faces.parquet rows with frame, time_s, track_id), one row per clip in
@@ -100,7 +102,8 @@ def run(images, annotations, engine_path, out_dir, batch_size, threshold, device
     summary = run_job(images, out_dir, engine_path, annotations, settings, overwrite=overwrite,
                       resume=resume, allow_outside=allow_outside_paths, part_rows=part_rows, progress=not quiet,
                       log=log, ray=ray_opts, detect=detect,
-                      videos=VideoSettings(frames_per_video=frames_per_video, fps=sample_fps, labels=labels_csv))
+                      videos=VideoSettings(frames_per_video=frames_per_video, fps=sample_fps, labels=labels_csv,
+                                          decoder=video_decoder))
     click.echo(summary.line())
     if not no_report:
         from scanner.report import write_report

@@ -1,14 +1,17 @@
 """Video files → sampled RGB frames, streamed: a clip is never held, only the frames kept.
 
-Decoder: PyAV (FFmpeg's own libraries), on the CPU on every device. DALI 2.4's CPU video reader
-refuses H.264, most MP4s; OpenCV's FFmpeg build grabbed frames ~1.6x faster on a 1080p H.264 clip
-here, but says nothing about why a file fails, and PyAV gives FFmpeg's reason (no moov atom,
-invalid data, no decoder), each frame's timestamp (variable frame rate) and the display matrix.
+Decoder: PyAV (FFmpeg's own libraries) on the CPU, the default there; a GPU run decodes with
+DALI's NVDEC (``dali_frames``; ``--video-decoder``, ``video_decoders``). DALI 2.4's CPU video
+decoder refuses H.264, most MP4s; OpenCV's FFmpeg build grabbed frames ~1.6x faster on a 1080p
+H.264 clip here, but says nothing about why a file fails, and PyAV gives FFmpeg's reason (no moov
+atom, invalid data, no decoder), each frame's timestamp (variable frame rate) and the display
+matrix. Either way PyAV opens the file: its checks give broken files their status.
 
 Sampling: ``frames_per_video`` evenly spaced times (the middle of N equal slices of the clip) or
-one every ``1 / fps`` seconds; each target takes the first frame whose timestamp reaches it, so a
-variable-frame-rate clip is sampled by time, not by frame count. Every frame is decoded (H.264 and
-VP9 need the frames before), but only sampled ones are converted to RGB and kept.
+one every ``1 / fps`` seconds; each target takes the first frame whose timestamp reaches it
+(``FramePicker``, shared by every decoder), so a variable-frame-rate clip is sampled by time, not
+by frame count. Every frame is decoded (H.264 and VP9 need the frames before), but only sampled
+ones are converted to RGB and kept.
 
 Rotation: a phone clip stores its frames sideways with a display matrix; frames are turned
 upright here (as players show them), so boxes and crops refer to the upright frame.
@@ -48,7 +51,7 @@ class Frame:
     rotation: int = 0  # degrees counter-clockwise it was turned (the display matrix)
 
 
-def _ffmpeg_reason(exc: Exception) -> str:
+def ffmpeg_reason(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"[:300]
 
 
@@ -76,8 +79,8 @@ def open_video(path: Path):
     except av.error.FFmpegError as exc:
         if _is_mp4(path):  # an MP4 header but no index: the download or copy was cut short
             raise FaceError(TRUNCATED_FILE, f"an MP4 that cannot be opened, likely truncated (no moov atom): "
-                                            f"{_ffmpeg_reason(exc)}; re-download or re-encode it") from None
-        raise FaceError(UNSUPPORTED_FORMAT, f"not a readable video ({_ffmpeg_reason(exc)})") from None
+                                            f"{ffmpeg_reason(exc)}; re-download or re-encode it") from None
+        raise FaceError(UNSUPPORTED_FORMAT, f"not a readable video ({ffmpeg_reason(exc)})") from None
     if not container.streams:  # MP4 drops the track of a clip of 0 frames
         container.close()
         raise FaceError(NO_FRAMES, "the file holds no stream at all (a clip of 0 frames)")
@@ -143,46 +146,75 @@ class _Endless:
         return 2 ** 62
 
 
-def _upright(frame) -> tuple[np.ndarray, int]:
-    """The RGB frame turned as its display matrix says (PyAV: counter-clockwise degrees)."""
-    rgb = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))  # FFmpeg pads rows; DALI wants them packed
-    turns = round((frame.rotation or 0) / 90) % 4
+def turned(rgb: np.ndarray, rotation) -> tuple[np.ndarray, int]:
+    """``rgb`` turned ``rotation`` degrees counter-clockwise (the display matrix, rounded to a
+    quarter turn), and the degrees it was turned."""
+    turns = round((rotation or 0) / 90) % 4
     return (np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb), turns * 90
 
 
-def sampled_frames(container, stream, targets, info: VideoInfo | None = None) -> Iterator[Frame]:
-    """The sampled frames in clip order, one per target (a frame serves one target). Raises
-    FaceError(decode_error) when FFmpeg stops on broken data, or no_frames for a clip with none.
+def _upright(frame) -> tuple[np.ndarray, int]:
+    """The RGB frame turned as its display matrix says (PyAV: counter-clockwise degrees)."""
+    # FFmpeg pads rows; DALI wants them packed
+    return turned(np.ascontiguousarray(frame.to_ndarray(format="rgb24")), frame.rotation)
 
-    Sets ``info.vfr`` when the decoded frames' intervals differ by more than a quarter (plus 2 ms
-    for timestamps rounded to milliseconds, as Matroska stores them).
+
+class FramePicker:
+    """Which frames serve the targets, shown the clip's frame times in order: a target takes the
+    first frame whose time reaches it, and a frame serves at most once. Every decoder asks this
+    one picker, so each picks the same frames of a clip.
+
+    ``see(t)`` says for the next frame: True (keep it), False (skip it) or None (every target is
+    served: stop). Sets ``info.vfr`` when the frames' intervals differ by more than a quarter
+    (plus 2 ms for timestamps rounded to milliseconds, as Matroska stores them).
+    """
+
+    def __init__(self, targets, info: VideoInfo | None = None):
+        self.targets, self.info = targets, info
+        self.taken, self.last, self.gaps = 0, None, [math.inf, 0.0]  # shortest and longest interval
+
+    def see(self, t: float) -> bool | None:
+        if self.last is not None and t > self.last:
+            self.gaps = [min(self.gaps[0], t - self.last), max(self.gaps[1], t - self.last)]
+            if self.info is not None and self.gaps[1] > 1.25 * self.gaps[0] + 0.002:
+                self.info.vfr = True
+        self.last = t
+        if self.taken >= len(self.targets):
+            return None
+        if t + 1e-6 < self.targets[self.taken]:
+            return False
+        while self.taken < len(self.targets) and self.targets[self.taken] <= t + 1e-6:
+            self.taken += 1  # targets this frame reaches; a frame is used once
+        return True
+
+
+def start_time(stream) -> float:
+    """The stream's first timestamp (seconds): frame times are counted from it."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+
+
+def sampled_frames(container, stream, targets, info: VideoInfo | None = None) -> Iterator[Frame]:
+    """The sampled frames in clip order, one per target (``FramePicker``). Raises
+    FaceError(decode_error) when FFmpeg stops on broken data, or no_frames for a clip with none.
     """
     import av
 
-    index, taken, seen = -1, 0, 0
-    last, gaps = None, [math.inf, 0.0]  # previous timestamp; shortest and longest interval
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+    index, seen = -1, 0
+    picker = FramePicker(targets, info)
+    start = start_time(stream)
     fps = _rate(stream.average_rate) or _rate(stream.guessed_rate) or 25.0
     try:
         for frame in container.decode(stream):
             index += 1
             seen += 1
-            t = frame.time - start if frame.time is not None else index / fps
-            if last is not None and t > last:
-                gaps = [min(gaps[0], t - last), max(gaps[1], t - last)]
-                if info is not None and gaps[1] > 1.25 * gaps[0] + 0.002:
-                    info.vfr = True
-            last = t
-            if taken >= len(targets):
+            keep = picker.see(frame.time - start if frame.time is not None else index / fps)
+            if keep is None:
                 break
-            if t + 1e-6 < targets[taken]:
-                continue
-            while taken < len(targets) and targets[taken] <= t + 1e-6:
-                taken += 1  # targets this frame reaches; a frame is used once
-            yield Frame(index, round(float(t), 6), *_upright(frame))
+            if keep:
+                yield Frame(index, round(float(picker.last), 6), *_upright(frame))
     except av.error.FFmpegError as exc:
         where = f"after frame {index}" if index >= 0 else "at the first frame"
-        raise FaceError(DECODE_ERROR, f"FFmpeg stopped {where}: {_ffmpeg_reason(exc)}") from None
+        raise FaceError(DECODE_ERROR, f"FFmpeg stopped {where}: {ffmpeg_reason(exc)}") from None
     if seen == 0:
         raise FaceError(NO_FRAMES, "the video stream holds no decodable frame")
 
@@ -193,7 +225,7 @@ def frames_at(container, stream, indices) -> Iterator[Frame]:
     import av
 
     wanted, index = set(indices), -1
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+    start = start_time(stream)
     try:
         for frame in container.decode(stream):
             index += 1
@@ -204,4 +236,4 @@ def frames_at(container, stream, indices) -> Iterator[Frame]:
                 if not wanted:
                     return
     except av.error.FFmpegError as exc:
-        raise FaceError(DECODE_ERROR, f"FFmpeg stopped after frame {index}: {_ffmpeg_reason(exc)}") from None
+        raise FaceError(DECODE_ERROR, f"FFmpeg stopped after frame {index}: {ffmpeg_reason(exc)}") from None

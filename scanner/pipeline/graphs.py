@@ -8,7 +8,8 @@ and ``fn.resize`` with a per-face ROI crops and resizes in one step.
 The detection graph: one slot per image, each decoded once and shrunk (never enlarged) to the
 size given per sample; the detector's boxes are scaled back to full-resolution pixels and then go
 through the scan's usual crop path. The decode-only graph is what ``dfscan bench`` measures the
-scan against.
+scan against. The video graph decodes chosen frames of one clip (``dali_frames``), which then
+enter the frames graph as PyAV's frames do.
 
 Each graph runs on the CPU (``device_id=None``, CPU decoder) or on the GPU (``device_id=0``,
 ``'mixed'`` decoder): the device is a parameter, never a second copy.
@@ -189,3 +190,31 @@ def run_detect_batch(pipe, encoded: list[np.ndarray], sizes: list[tuple[int, int
 def build_decode_pipeline(batch_size: int, device: str = "cpu", num_threads: int | None = None):
     """The decode-only graph (``dfscan bench``'s ceiling): feed ``encoded``, run, nothing else."""
     return _build(_decode_graph, batch_size, device, num_threads)
+
+
+def _video_graph(decoder_device: str):
+    from nvidia.dali import fn, types
+
+    # no_copy: the clip's bytes are a memory map of the file, never copied into the process
+    encoded = fn.external_source(name="encoded", dtype=types.UINT8, no_copy=True)
+    frames = fn.external_source(name="frames", dtype=types.INT32)
+    # pad_mode none: an index past the clip's end is an error, never a made-up black frame
+    return fn.decoders.video(encoded, device=decoder_device, frames=frames, pad_mode="none")
+
+
+def build_video_pipeline(device: str = "cpu", num_threads: int | None = None):
+    """The video graph (``run_video_batch``): one clip's chosen frames, decoded by DALI's video
+    decoder (FFmpeg's libavcodec on the CPU, NVDEC on the GPU)."""
+    return _build(_video_graph, 1, device, num_threads)
+
+
+def run_video_batch(pipe, encoded: np.ndarray, indices: list[int]) -> np.ndarray:
+    """The frames ``indices`` (decoded-frame numbers, from 0) of the clip ``encoded`` (its file's
+    bytes), as stored (not turned): (F, H, W, 3) uint8 RGB in host memory. Raises RuntimeError
+    where DALI cannot decode them."""
+    pipe.feed_input("encoded", [encoded])
+    pipe.feed_input("frames", [np.asarray(indices, dtype=np.int32)])
+    (out,) = pipe.run()
+    if hasattr(out, "as_cpu"):
+        out = out.as_cpu()
+    return np.array(out[0])  # a copy: DALI reuses its buffers

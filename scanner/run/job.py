@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from scanner.errors import DfscanError, RunInterrupted
 from scanner.output.metrics import METRICS_SCHEMA, metrics_table
 from scanner.output.parts import RunOutput
 from scanner.output.videos import video_metrics_table, videos_table
+from scanner.pipeline.video_decoders import resolve_video_decoder
 from scanner.run.engine import DEFAULT_ENGINE, budget_threads, open_engine
 from scanner.run.scan import scan
 from scanner.run.videos import VideoSettings, local_clips, saved_videos, scan_videos
@@ -141,6 +142,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         settings = settings.fitted(engine.config.input_size, log)  # scan() fits alike; this line tells the user
         meta = run_meta(engine, engine_path, settings, images, catalog, choice)
         meta.update(detect.meta() if detecting else {})
+        # the decoder 'auto' means on this run's device goes into the manifest, and --resume keeps it
+        videos = replace(videos, decoder=resolve_video_decoder(videos.decoder, settings.device))
         meta.update(videos.meta() if clips else {})
         # decoding in a supervised child process (scanner.pipeline.isolation): CPU runs here only
         meta["isolate_decoder"] = ray is None and settings.isolate_decoder and settings.device == "cpu"

@@ -19,8 +19,8 @@ from scanner.detect.tracking import IouTracker
 from scanner.errors import DfscanError
 from scanner.output.parts import PARTS
 from scanner.output.videos import face_rows, video_row
-from scanner.pipeline.frames import (DEFAULT_FRAMES_PER_VIDEO, open_video, sample_times, sampled_frames,
-                                     video_info)
+from scanner.pipeline.frames import DEFAULT_FRAMES_PER_VIDEO, sample_times
+from scanner.pipeline.video_decoders import open_frame_source
 from scanner.pipeline.geometry import face_roi
 from scanner.run.scan import softmax_fake
 from scanner.status import DECODE_ERROR, NO_FACE, OK, FaceError
@@ -36,12 +36,14 @@ class VideoSettings:
     labels: str | None = None  # the --labels CSV, recorded in the manifest
     only: frozenset | None = None  # scan just these clips (files relative to the folder): eval --held-out
     box_cache: bool = False  # keep detected boxes per clip (scanner.detect.cache): train and eval
+    decoder: str = "auto"  # scanner.pipeline.video_decoders; run_job records the one it resolved to
 
     def sampling(self) -> dict:
         return {"frames_per_video": None if self.fps else self.frames_per_video, "sample_fps": self.fps}
 
     def meta(self) -> dict:
-        return {**self.sampling(), "track_min_iou": self.min_iou, "track_max_gap": self.max_gap, "labels": self.labels}
+        return {**self.sampling(), "track_min_iou": self.min_iou, "track_max_gap": self.max_gap, "labels": self.labels,
+                "video_decoder": self.decoder}
 
 
 class VideoScanner:
@@ -56,7 +58,7 @@ class VideoScanner:
         self.engine, self.settings, self.detect, self.vs = engine, settings, detect, vs
         self.config = config if config is not None else engine.config
         self.on_crops = on_crops
-        self.detector = self.pipe = None
+        self.detector = self.pipe = self.source = None
         self.cache = self.known = self.found = None
         if detect is not None and vs.box_cache:
             from scanner.detect.cache import BoxCache
@@ -67,22 +69,27 @@ class VideoScanner:
         pipe, self.pipe = self.pipe, None
         if pipe is not None:
             pipe._shutdown()  # see scanner.pipeline.cropper.Cropper.discard
+        source, self.source = self.source, None
+        if source is not None:
+            source.close()
 
     def scan(self, video):
         faces: list[dict] = []
         info = {"status": OK, "error": None, "frames_sampled": 0}
         tracker = IouTracker(self.vs.min_iou, self.vs.max_gap)
-        chunk, container, vi = [], None, None
+        chunk, clip, vi = [], None, None
         handle = None
         if self.cache is not None:
             self.known, handle = self.cache.get(video.path, self.vs.sampling())
             self.found = {}
         try:
-            container, stream = open_video(video.path)
-            vi = video_info(container, stream)
+            if self.source is None:
+                self.source = open_frame_source(self.vs.decoder, self.settings.device, self.settings.num_threads)
+            clip = self.source.open(video.path)
+            vi = clip.info
             info.update(duration_s=vi.duration_s, fps=vi.fps, codec=vi.codec, width=vi.width, height=vi.height)
             targets = sample_times(vi, self.vs.frames_per_video, self.vs.fps)
-            for frame in sampled_frames(container, stream, targets, vi):
+            for frame in clip.frames(targets):
                 info["frames_sampled"] += 1
                 info.update(rotation_deg=frame.rotation, height=frame.rgb.shape[0], width=frame.rgb.shape[1])
                 chunk.append(frame)
@@ -92,8 +99,8 @@ class VideoScanner:
         except FaceError as exc:
             info.update(status=exc.code, error=str(exc))
         finally:
-            if container is not None:
-                container.close()
+            if clip is not None:
+                clip.close()
             if vi is not None:
                 info["vfr"] = vi.vfr
         if chunk:  # frames sampled before a decoding error still count
