@@ -94,13 +94,8 @@ class _TopLevel:
                         self.value()
                         if key == "images":
                             return  # not a list: no 'images' list
-                    sep = self.skip_ws()
-                    self.pos += 1
-                    if sep == "}":
+                    if self.past_separator("}"):
                         break
-                    if sep != ",":
-                        self.fail("expected ',' or '}'")
-                    self.skip_ws()
             if self.skip_ws() != "":
                 self.fail("extra data after the top-level object")
 
@@ -133,18 +128,24 @@ class _TopLevel:
             m = sep(buf, end)
             if m is None:  # the block ends here, or the file is broken
                 self.pos = end
-                m_sep = self.skip_ws()
-                self.pos += 1
-                if m_sep == "]":
+                if self.past_separator("]"):
                     return
-                if m_sep != ",":
-                    self.fail("expected ',' or ']'")
-                self.skip_ws()
             elif m.group(1) == "]":
                 self.pos = m.end()
                 return
             else:
                 self.pos = m.end()
+
+    def past_separator(self, close: str) -> bool:
+        """Step past the ',' or ``close`` after a value (reading on); True at ``close``."""
+        sep = self.skip_ws()
+        self.pos += 1
+        if sep == close:
+            return True
+        if sep != ",":
+            self.fail(f"expected ',' or '{close}'")
+        self.skip_ws()
+        return False
 
     @staticmethod
     def run(buf: str, pos: int) -> tuple[list, int] | None:
