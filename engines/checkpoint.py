@@ -6,7 +6,6 @@ from pathlib import Path
 from engines.config import ModelConfig
 from engines.errors import DfscanError
 from engines.files import write_atomic
-from engines.models import create_model, get_model_config
 
 FORMAT = "dfscan-checkpoint/1"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "mobilenetv2.pt"  # the bundled model
@@ -45,6 +44,8 @@ def read_checkpoint(path) -> dict:
 
 def load_checkpoint(path, input_size: tuple[int, int] | None = None):
     """Rebuild the model of a checkpoint. Returns ``(model in eval mode, ModelConfig, payload)``."""
+    from engines.models import create_model, get_model_config  # (imports torch: not for an ONNX engine's run)
+
     payload = read_checkpoint(path)
     config = ModelConfig.from_dict({**get_model_config(payload["arch"]).to_dict(),
                                     **payload["config"]})

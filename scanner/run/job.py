@@ -66,6 +66,8 @@ class RunSummary:
 
 def resolve_device(device: str) -> str:
     """'auto' → 'gpu' where CUDA is visible, else 'cpu'; 'gpu' without a GPU is an error."""
+    if device == "cpu":  # (torch, 3 s to import, is not needed to say so)
+        return device
     import torch
 
     has_gpu = torch.cuda.is_available()
