@@ -99,6 +99,8 @@ def test_a_clip_that_kills_the_child_costs_only_its_own_row(clips, in_process, e
     assert bad["status"] == "decoder_crashed" and bad["faces"] == 0
     assert bad["error"] == ("the decoding process died of SIGKILL each time it scanned this clip; "
                             "the rest of the run went on")
+    retry = f"{POISONED}: the clip process died of SIGKILL; scanning the clip again in a new one"
+    assert (proc.stdout + proc.stderr).count(retry) == 1  # once alone again, then given up
     rows, _ = face_rows(out, [POISONED])
     assert [(r["status"], r["error"]) for r in rows] == [("decoder_crashed", bad["error"])]
     assert_same(out, in_process, [c.name for c in CLIPS if c.name != POISONED])
