@@ -74,6 +74,9 @@ class ClipSupervisor:
         deaths = []
         while len(deaths) < ALONE_CRASHES:
             if self.child is None:
+                if deaths:  # a crash need not come back (the OOM killer, a flaky codec): once more, alone
+                    self.log(f"{video.file}: the clip process died of {deaths[-1]}; scanning the clip again "
+                             "in a new one")
                 self.start()
             self.child.send(video)
             while (msg := self.child.recv()) is not None:
@@ -92,8 +95,6 @@ class ClipSupervisor:
                                   "dfscan must keep its own code under `if __name__ == '__main__':`, as for any "
                                   "multiprocessing); --no-isolate scans clips in this process")
             deaths.append(how)
-            if len(deaths) < ALONE_CRASHES:  # a crash need not come back (the OOM killer, a flaky codec)
-                self.log(f"{video.file}: the clip process died of {how}; scanning the clip again in a new one")
         return self.crashed(video, deaths[-1])
 
     def crashed(self, video, how: str):
