@@ -40,7 +40,7 @@ WORKER_CRASHED = "worker_crashed"
 NO_VIDEO_STREAM = "no_video_stream"  # a media file without pictures (audio only)
 UNSUPPORTED_CODEC = "unsupported_codec"  # a video stream no decoder here reads
 NO_FRAMES = "no_frames"  # a video stream that yields no frame
-DECODER_CRASHED = "decoder_crashed"  # the image killed the decoding process (a signal) each time it was read
+DECODER_CRASHED = "decoder_crashed"  # the image or clip killed the decoding process (a signal) each time it was read
 
 
 class FaceError(Exception):

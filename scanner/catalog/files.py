@@ -64,12 +64,18 @@ CRASH_ENV = "DFSCAN_CRASH_ON"
 NOT_FOUND = "the image file was not found"  # the reason of a file missing when the catalog was read
 
 
-def read_file(path: Path | None) -> bytes:
-    if path is None:
-        raise FaceError(MISSING_FILE, NOT_FOUND)
+def crash_if_named(path: Path):
+    """Dies by SIGKILL when ``path``'s name contains ``$DFSCAN_CRASH_ON`` (tests only): called
+    where an image or a video clip is opened."""
     crash_on = os.environ.get(CRASH_ENV)
     if crash_on and crash_on in path.name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def read_file(path: Path | None) -> bytes:
+    if path is None:
+        raise FaceError(MISSING_FILE, NOT_FOUND)
+    crash_if_named(path)
     try:
         with open(path, "rb") as fh:
             return fh.read()

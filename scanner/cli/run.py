@@ -40,10 +40,10 @@ def sigterm_as_interrupt():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-report", is_flag=True, help="Skip OUT/report.html and OUT/summary.json.")
 @click.option("--no-isolate", is_flag=True,
-              help="Decode in this process instead of a supervised child process (CPU). Without the "
-                   "child, an image that crashes the decoder stops the run (its faces would get "
-                   "'decoder_crashed'); use it to see such a crash (a core dump, a debugger) or where "
-                   "a child process cannot start. GPU runs always decode in-process.")
+              help="Decode images and scan video clips in this process instead of a supervised child "
+                   "process (CPU). Without the child, an image or clip that crashes the decoder stops the "
+                   "run (it would get 'decoder_crashed'); use it to see such a crash (a core dump, a "
+                   "debugger) or where a child process cannot start. GPU runs always decode in-process.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Scan on a Ray cluster (pip install 'dfscan[ray]'): shards of whole images, one DALI "
                    "pipeline and engine per worker; same output as a run here.")

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
+from scanner.catalog.files import crash_if_named
 from scanner.status import (DECODE_ERROR, EMPTY_FILE, MISSING_FILE, NO_FRAMES, NO_VIDEO_STREAM, TRUNCATED_FILE,
                             UNREADABLE_FILE, UNSUPPORTED_CODEC, UNSUPPORTED_FORMAT, FaceError)
 
@@ -69,6 +70,7 @@ def open_video(path: Path):
         raise FaceError(MISSING_FILE, f"{path} was not found")
     if path.stat().st_size == 0:
         raise FaceError(EMPTY_FILE, "the file is empty (0 bytes)")
+    crash_if_named(path)  # where FFmpeg (and DALI's decoder, which opens it here first) meets the file
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError as exc:

@@ -114,13 +114,13 @@ def strip(planned: PlannedBatch) -> PlannedBatch:
 # ---- the parent ------------------------------------------------------------------------------
 
 class DecoderProcess:
-    """One child process with its two pipes; ``recv`` returns None once it has died."""
+    """One child process with its two pipes; ``recv`` returns None once it has died. ``target``
+    is called as ``target(cmd, data, *args)`` (``scanner.run.clip_isolation`` runs clips so)."""
 
-    def __init__(self, ctx, catalog, config, settings, shared, progress):
+    def __init__(self, ctx, *args, target=child_main, name="dfscan-decoder"):
         cmd_r, self.cmd = ctx.Pipe(duplex=False)
         self.data, data_w = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=child_main, name="dfscan-decoder", daemon=True,
-                                args=(cmd_r, data_w, catalog, config, settings, shared, progress))
+        self.proc = ctx.Process(target=target, name=name, daemon=True, args=(cmd_r, data_w, *args))
         self.proc.start()
         cmd_r.close()  # the child holds the only other ends: its death reads as end of file
         data_w.close()

@@ -96,13 +96,22 @@ def run_meta(engine, engine_path, settings: RunSettings, images, catalog, choice
 @contextlib.contextmanager
 def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=print):
     """Yields ``(engine, engine_path, choice, scan_todo, clips)``: this process's engine, ``scan``
-    and ``local_clips``, or with ``ray`` (a ``scanner.run.distributed.RayOptions``) a pool of Ray
-    workers, stopped on exit. ``clips(detect, videos)`` gives ``scan_videos`` its ``clip_scans``."""
+    and ``local_clips`` (``isolated_clips`` on the CPU with ``isolate_decoder``), or with ``ray``
+    (a ``scanner.run.distributed.RayOptions``) a pool of Ray workers, stopped on exit.
+    ``clips(detect, videos)`` gives ``scan_videos`` its ``clip_scans``."""
     if ray is None:
         engine, engine_path, choice = open_engine(engine_path, settings, log)
         settings.num_threads = budget_threads(settings)[0]
-        yield (engine, engine_path, choice, functools.partial(scan, catalog, engine, settings),
-               lambda detect, videos: local_clips(engine, settings, detect, videos, log))
+        isolate = settings.isolate_decoder and settings.device == "cpu"  # as images (scanner.run.scan)
+
+        def clips(detect, videos):
+            if isolate:
+                from scanner.run.clip_isolation import isolated_clips
+
+                return isolated_clips(choice, engine.config, settings, detect, videos, log)
+            return local_clips(engine, settings, detect, videos, log)
+
+        yield engine, engine_path, choice, functools.partial(scan, catalog, engine, settings), clips
         return
     from scanner.run.distributed import RayScanner
 
@@ -147,7 +156,8 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         # the decoder 'auto' means on this run's device goes into the manifest, and --resume keeps it
         videos = replace(videos, decoder=resolve_video_decoder(videos.decoder, settings.device))
         meta.update(videos.meta() if clips else {})
-        # decoding in a supervised child process (scanner.pipeline.isolation): CPU runs here only
+        # decoding in a supervised child process (scanner.pipeline.isolation, and
+        # scanner.run.clip_isolation for clips): CPU runs here only
         meta["isolate_decoder"] = ray is None and settings.isolate_decoder and settings.device == "cpu"
         output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
         if save_detections is not None:
