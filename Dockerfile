@@ -2,7 +2,7 @@
 # on the CPU (README "Containers"). For NVIDIA GPUs and TensorRT use Dockerfile.gpu.
 #   docker build -t dfscan-cpu .
 #   docker run --rm -v /data:/data:ro -v /results:/results dfscan-cpu run /data/Images/Test-Dev --out /results/nightly
-# OpenVINO, PyAV (videos; its wheel bundles FFmpeg) and ijson come with `pip install .`.
+# OpenVINO and PyAV (videos; its wheel bundles FFmpeg) come with `pip install .`.
 
 # The Debian and Python of the machines dfscan's test suite runs on (bookworm, 3.11). The
 # wheels bring their own native libraries; nothing beyond the slim base is needed from apt.
