@@ -29,7 +29,7 @@ STAGES = {
 LIMITS = {
     "batch_size": "faces per batch used at this resolution: the requested one, lowered to stay within "
                   "scanner.settings.BATCH_PIXELS input pixels per batch",
-    "engine_faces_per_s": "the engine alone on ready tensors, warm, a few batches of batch_size",
+    "engine_faces_per_s": "the engine alone on ready tensors, warm: the median of 5 short windows of batches",
     "decode_faces_per_s": "decode_only images/s x faces per image of the images it decoded",
     "limit_faces_per_s": "CPU: 1 / (1/decode_faces_per_s + 1/engine_faces_per_s), the two stages share "
                          "the cores; GPU: min of the two, they overlap",

@@ -91,7 +91,8 @@ class Builder:
     def add_image(self, image_id: int, file: str, where: int, corruption):
         self.image_ids.append(image_id)
         self.where.append(where)
-        code = -1 if corruption is None else self.corruption_names.setdefault(str(corruption), len(self.corruption_names))
+        names = self.corruption_names
+        code = -1 if corruption is None else names.setdefault(str(corruption), len(names))
         self.corruption.append(code)
         self.files.append(file)
         if len(self.files) >= self.CHUNK:
@@ -269,7 +270,8 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset
     for k in np.argsort(first):
         image_id, face_id = int(unknown[k]), int(unknown_faces[first[k]])
         build.add_image(image_id, "", NO_PATH, None)
-        problems[image_id] = (UNKNOWN_IMAGE, f"annotation {face_id} names image_id {image_id}, which is not in 'images'")
+        problems[image_id] = (UNKNOWN_IMAGE,
+                              f"annotation {face_id} names image_id {image_id}, which is not in 'images'")
     if len(unknown):
         rows = IdIndex(np.frombuffer(build.image_ids, dtype=np.int64).copy()).rows(face_image)
     # images marked by detect that hold no face get one row each, after the annotated faces
@@ -290,7 +292,8 @@ def _coco_catalog(images_dir: Path, ann_path: Path, allow_outside: bool, dataset
 
     return Catalog.from_columns(build.image_columns(problems, ann_path.parent, images_dir), build.face_columns(rows),
                                 ann_path, int(counts[IN_ANN_ROOT + 2] + counts[IN_IMAGES + 2]),
-                                int(counts[BY_BASENAME + 2]), int(counts[NO_PATH + 2] + counts[REFUSED + 2]), has_labels)
+                                int(counts[BY_BASENAME + 2]), int(counts[NO_PATH + 2] + counts[REFUSED + 2]),
+                                has_labels)
 
 
 def _boxes(values: list) -> np.ndarray:
