@@ -206,3 +206,27 @@ def test_whole_image_mode_without_annotations(engines_dir, tmp_path):
     rows = pq.read_table(tmp_path / "out" / "faces.parquet").to_pylist()
     assert summary.metrics_path is None and len(rows) == 4
     assert all((r["x"], r["y"], r["w"], r["h"]) == (0, 0, 512, 512) and r["label"] is None for r in rows)
+
+
+def test_a_cpu_run_with_an_onnx_engine_starts_without_torch(engines_dir, tmp_path):
+    """torch takes seconds to import and a CPU scan with an exported engine needs none of it: a
+    nightly job of many small runs pays that every time. The default --device auto finds no CUDA
+    driver on this machine without asking torch."""
+    import subprocess
+    import sys
+
+    from scanner.run.job import cuda_driver_present
+
+    if cuda_driver_present():
+        pytest.skip("a CUDA driver is present: --device auto asks torch, as it should")
+    for p in sorted((REALORFAKE / "Images" / "Val").glob("*.jpg"))[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    script = ("import sys\nfrom scanner.cli import main\n"
+              f"main(['run', {str(tmp_path)!r}, '--engine', {str(engines_dir / 'm.onnx')!r}, '--detector', 'none',"
+              f" '--out', {str(tmp_path / 'out')!r}, '--quiet', '--no-report'], standalone_mode=False)\n"
+              "print('torch imported:', 'torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "torch imported: False" in res.stdout
+    assert pq.read_table(tmp_path / "out" / "faces.parquet").column("status").to_pylist() == ["ok", "ok"]

@@ -64,10 +64,21 @@ class RunSummary:
         return text
 
 
+def cuda_driver_present() -> bool:
+    """Whether the CUDA driver library can be loaded: where it cannot, torch sees no GPU either."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def resolve_device(device: str) -> str:
     """'auto' → 'gpu' where CUDA is visible, else 'cpu'; 'gpu' without a GPU is an error."""
-    if device == "cpu":  # (torch, 3 s to import, is not needed to say so)
-        return device
+    if device == "cpu" or (device == "auto" and not cuda_driver_present()):  # (no torch to say so: 3 s)
+        return "cpu"
     import torch
 
     has_gpu = torch.cuda.is_available()
