@@ -103,6 +103,13 @@ def video_row(video, info: dict, faces: pa.Table, threshold: float) -> dict:
             "vfr": info.get("vfr")}
 
 
+def failed_clip(video, status: str, why: str, threshold: float) -> tuple[pa.Table, dict]:
+    """The one face row and the ``videos.parquet`` row of a clip whose scan never finished (its
+    worker or decoding process died each time)."""
+    table = face_rows(video, [{"n": 0, "status": status, "error": why}], threshold)
+    return table, video_row(video, {"status": status, "error": why}, table, threshold)
+
+
 def videos_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)
 

@@ -113,6 +113,19 @@ def strip(planned: PlannedBatch) -> PlannedBatch:
 
 # ---- the parent ------------------------------------------------------------------------------
 
+def child_error(arg, what: str) -> Exception:
+    """What to raise for an error a child reported (not a crash): a user error as it was said,
+    anything else as a failure with the child's traceback."""
+    is_user_error, text, tb = arg
+    return DfscanError(text) if is_user_error else RuntimeError(f"{what} failed:\n{tb}")
+
+
+def died_starting(what: str, how: str, fix: str) -> DfscanError:
+    """The error for a child that died before it read anything: no input is to blame."""
+    return DfscanError(f"{what} died of {how} while starting (a script that calls dfscan must keep its own "
+                       f"code under `if __name__ == '__main__':`, as for any multiprocessing); {fix}")
+
+
 class DecoderProcess:
     """One child process with its two pipes; ``recv`` returns None once it has died. ``target``
     is called as ``target(cmd, data, *args)`` (``scanner.run.clip_isolation`` runs clips so)."""
@@ -229,8 +242,7 @@ class Supervisor:
             if kind == "done":
                 return
             if kind == "error":
-                is_user_error, text, tb = arg
-                raise DfscanError(text) if is_user_error else RuntimeError(f"the decoding process failed:\n{tb}")
+                raise child_error(arg, "the decoding process")
             if kind == "batch":
                 planned, sizes, failed, slot = arg
                 yield self.unseen(planned, sizes, failed, slot)
@@ -239,9 +251,7 @@ class Supervisor:
         how, started = self.child.death(), self.child.ready
         self.child = None
         if not started:  # nothing was read: no image is to blame
-            raise DfscanError(f"the decoding process died of {how} while starting (a script that calls "
-                              "dfscan must keep its own code under `if __name__ == '__main__':`, as for any "
-                              "multiprocessing); --no-isolate decodes in this process")
+            raise died_starting("the decoding process", how, "--no-isolate decodes in this process")
         yield how
 
     def unseen(self, planned, sizes, failed, slot) -> CroppedBatch:

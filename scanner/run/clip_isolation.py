@@ -26,7 +26,7 @@ import time
 import traceback
 
 from scanner.errors import DfscanError
-from scanner.pipeline.isolation import ALONE_CRASHES, DecoderProcess, context
+from scanner.pipeline.isolation import ALONE_CRASHES, DecoderProcess, child_error, context, died_starting
 from scanner.status import DECODER_CRASHED
 
 
@@ -86,24 +86,19 @@ class ClipSupervisor:
                 elif kind == "clip":
                     return arg
                 elif kind == "error":
-                    is_user_error, text, tb = arg
-                    raise DfscanError(text) if is_user_error else RuntimeError(f"the clip process failed:\n{tb}")
+                    raise child_error(arg, "the clip process")
             how, started = self.child.death(), self.child.ready
             self.child = None
             if not started:  # it died opening the engine: no clip is to blame
-                raise DfscanError(f"the clip scanning process died of {how} while starting (a script that calls "
-                                  "dfscan must keep its own code under `if __name__ == '__main__':`, as for any "
-                                  "multiprocessing); --no-isolate scans clips in this process")
+                raise died_starting("the clip scanning process", how, "--no-isolate scans clips in this process")
             deaths.append(how)
         return self.crashed(video, deaths[-1])
 
     def crashed(self, video, how: str):
-        from scanner.output.videos import face_rows, video_row
+        from scanner.output.videos import failed_clip
 
-        threshold = self.settings.threshold_for(self.config)[0]
         why = f"the decoding process died of {how} each time it scanned this clip; the rest of the run went on"
-        table = face_rows(video, [{"n": 0, "status": DECODER_CRASHED, "error": why}], threshold)
-        return table, video_row(video, {"status": DECODER_CRASHED, "error": why}, table, threshold)
+        return failed_clip(video, DECODER_CRASHED, why, self.settings.threshold_for(self.config)[0])
 
     def close(self):
         if self.child is not None:

@@ -208,29 +208,43 @@ class RayScanner:
         self.free.append(actor)
         return info
 
+    def _finished(self, todo: deque, submit):
+        """Send the items of ``todo`` to free workers (``submit(actor, item)`` → a task's ref) and
+        yield ``(item, result, None)``, or ``(item, None, exc)`` where the worker died, in the order
+        they finish; the caller may put items back into ``todo`` meanwhile."""
+        running: dict = {}  # ref -> (actor, item); one item per actor, so a crash names its item
+        while todo or running:
+            while todo and self.free:
+                actor, item = self.free.popleft(), todo.popleft()
+                running[submit(actor, item)] = (actor, item)
+            (ref,), _ = ray.wait(list(running) + list(self.starting), num_returns=1)
+            if ref in self.starting:
+                self._ready(ref)
+                continue
+            actor, item = running.pop(ref)
+            try:
+                result = _get(ref)
+            except ray.exceptions.RayActorError as exc:
+                # The actor restarts. It gets new work only once it answers again: an item sent
+                # to it mid-restart fails too, and would be taken for a culprit of its own.
+                self.starting[actor.describe.options(max_task_retries=-1).remote()] = actor
+                yield item, None, exc
+                continue
+            self.free.append(actor)
+            yield item, result, None
+
     def scan(self, catalog, image_ids=None, on_faces=None) -> Iterator[pa.Table]:
         """Rows of ``image_ids`` (default all), one table per shard in the order shards finish."""
         ids = list(catalog.images if image_ids is None else image_ids)
         size = self.opts.shard_images
         todo = deque((ids[i:i + size], self.opts.retries) for i in range(0, len(ids), size))
-        running: dict = {}  # ref -> (actor, shard); one shard per actor, so a crash names its shard
-        while todo or running:
-            while todo and self.free:
-                actor, (shard, retries) = self.free.popleft(), todo.popleft()
-                ref = actor.scan.options(max_task_retries=retries).remote(catalog.subset(shard))
-                running[ref] = (actor, shard)
-            (ref,), _ = ray.wait(list(running) + list(self.starting), num_returns=1)
-            if ref in self.starting:
-                self._ready(ref)
-                continue
-            actor, shard = running.pop(ref)
-            try:
-                table = _get(ref)
-                self.free.append(actor)
-            except ray.exceptions.RayActorError as exc:
-                # The actor restarts. It gets new work only once it answers again: a shard sent
-                # to it mid-restart fails too, and would be taken for a culprit of its own.
-                self.starting[actor.describe.options(max_task_retries=-1).remote()] = actor
+
+        def submit(actor, item):
+            shard, retries = item
+            return actor.scan.options(max_task_retries=retries).remote(catalog.subset(shard))
+
+        for (shard, _), table, exc in self._finished(todo, submit):
+            if exc is not None:
                 if len(shard) > 1:  # find the image that kills the worker; its neighbours get scanned
                     half = len(shard) // 2
                     for part in (shard[half:], shard[:half]):  # a lone image gets the full retries
@@ -247,33 +261,20 @@ class RayScanner:
         threshold = self.settings.threshold_for(self.engine.config)[0]
 
         def clip_scans(videos):
-            todo, running = deque(videos), {}
-            while todo or running:
-                while todo and self.free:
-                    actor, video = self.free.popleft(), todo.popleft()
-                    running[actor.scan_video.remote(video, detect, vs, threshold)] = (actor, video)
-                (ref,), _ = ray.wait(list(running) + list(self.starting), num_returns=1)
-                if ref in self.starting:
-                    self._ready(ref)
-                    continue
-                actor, video = running.pop(ref)
-                try:
-                    table, row = _get(ref)
-                    self.free.append(actor)
-                except ray.exceptions.RayActorError as exc:  # Ray's retries are spent: the clip is the culprit
-                    self.starting[actor.describe.options(max_task_retries=-1).remote()] = actor
-                    table, row = self._crashed_clip(video, exc, threshold)
+            submit = lambda actor, video: actor.scan_video.remote(video, detect, vs, threshold)  # noqa: E731
+            for video, result, exc in self._finished(deque(videos), submit):
+                # Ray's retries are spent where the worker died: the clip is the culprit
+                table, row = result if exc is None else self._crashed_clip(video, exc, threshold)
                 yield video, table, row
 
         return clip_scans
 
     def _crashed_clip(self, video, exc, threshold):
-        from scanner.output.videos import face_rows, video_row
+        from scanner.output.videos import failed_clip
 
         why = (f"the Ray worker died each time it scanned this clip ({str(exc).splitlines()[0][:200]}); "
                "the rest of the job went on")
-        table = face_rows(video, [{"n": 0, "status": WORKER_CRASHED, "error": why}], threshold)
-        return table, video_row(video, {"status": WORKER_CRASHED, "error": why}, table, threshold)
+        return failed_clip(video, WORKER_CRASHED, why, threshold)
 
     def _crashed(self, catalog, image_id, exc) -> pa.Table:
         faces = catalog.images[image_id].face_ids
