@@ -11,12 +11,19 @@ engine file's sha256, the runtime versions, the threads and the CPU model: a new
 runtime upgrade or another machine races again.
 
 Candidates are timed in turns (A B A B …) so a load spike from another process hits both, and
-each keeps its best round (the least disturbed).
+each keeps its best round (the least disturbed). Turns are not enough under steady load: the two
+runtimes suffer differently from a competing process (a verdict timed while other processes kept
+the 2-core test machine busy read OpenVINO 61 / ONNX Runtime 52 faces/s and was kept; quiet, the
+same engines ran 125-164 / 198). So the race also measures how many cores other processes used
+while it ran; a verdict timed with more than a quarter of the cores busy elsewhere is kept as
+provisional and timed again by later runs (up to ``MAX_ATTEMPTS`` races, the least disturbed
+verdict kept), while a quiet verdict is final.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,6 +33,8 @@ from engines.errors import DfscanError
 from engines.files import write_atomic
 
 ROUNDS = 3
+BUSY_SHARE = 0.25  # others' CPU use, as a share of the cores, above which a verdict is provisional
+MAX_ATTEMPTS = 3  # races for one key before a disturbed verdict is kept as it is
 MAX_BATCH_PIXELS = 32 * 224 * 224  # faces per timed call shrink with the input size (memory)
 
 
@@ -53,22 +62,58 @@ def fastest(candidates: dict, input_size, threads: int | None, cache_dir: Path,
               "input_size": list(input_size), "threads": threads, "cpu": cpu_model()}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
     verdict_file = Path(cache_dir) / "races" / f"{key}.json"
-    try:
-        saved = json.loads(verdict_file.read_text())
-        if saved.get("fields") == fields and saved.get("winner") in candidates:
-            return saved["winner"], {**saved["figures"], "cached": True}
-    except (OSError, ValueError, AttributeError):
-        pass  # none yet, or unreadable: race again and overwrite it
+    saved = _saved(verdict_file, fields, candidates)
+    if saved is not None and (not _disturbed(saved["figures"]) or saved.get("attempts", 1) >= MAX_ATTEMPTS):
+        return saved["winner"], {**saved["figures"], "cached": True}
     figures = _race(candidates, input_size, load)
-    winner = max(figures["faces_per_s"], key=figures["faces_per_s"].get)
+    attempts = 1 + (saved.get("attempts", 1) if saved else 0)
+    kept = saved is not None and _others(saved["figures"]) < figures["other_cpu_cores"]
+    if kept:  # the earlier verdict was the less disturbed: keep it, count this race
+        figures, winner = saved["figures"], saved["winner"]
+    else:
+        winner = max(figures["faces_per_s"], key=figures["faces_per_s"].get)
     try:
         verdict_file.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"fields": fields, "winner": winner, "figures": figures}, indent=2)
+        payload = json.dumps({"fields": fields, "winner": winner, "figures": figures, "attempts": attempts},
+                             indent=2)
         write_atomic(verdict_file, payload)
     except OSError as exc:
         warn(f"{verdict_file}: could not keep the runtime race's verdict ({exc.strerror or exc}); "
              f"the next run times the runtimes again")
-    return winner, {**figures, "cached": False}
+    return winner, {**figures, "cached": kept}
+
+
+def _saved(verdict_file: Path, fields: dict, candidates: dict) -> dict | None:
+    """The verdict kept for these exact engines, or None (none yet, unreadable, another key)."""
+    try:
+        saved = json.loads(verdict_file.read_text())
+        if (saved.get("fields") == fields and saved.get("winner") in candidates
+                and isinstance(saved.get("figures"), dict)):
+            return saved
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _others(figures: dict) -> float:
+    """Cores other processes kept busy during the race; unknown (a verdict from before it was
+    measured) counts as disturbed."""
+    value = figures.get("other_cpu_cores")
+    return float(value) if isinstance(value, (int, float)) else float("inf")
+
+
+def _disturbed(figures: dict) -> bool:
+    return _others(figures) > BUSY_SHARE * (os.cpu_count() or 1)
+
+
+def _busy_ticks() -> tuple[int, int]:
+    """(ticks every CPU spent busy, ticks this process spent) so far; (0, 0) without /proc."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        own = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0), int(own[11]) + int(own[12])
+    except (OSError, IndexError, ValueError):
+        return 0, 0
 
 
 def _race(candidates: dict, input_size, load) -> dict:
@@ -88,10 +133,14 @@ def _race(candidates: dict, input_size, load) -> dict:
     if not engines:
         raise DfscanError(f"no CPU runtime could run {list(candidates.values())[0][0]}: {'; '.join(failures)}")
     best = {name: float("inf") for name in engines}
+    (busy0, own0), started_all = _busy_ticks(), time.perf_counter()
     for _ in range(ROUNDS):
         for name, engine in engines.items():
             started = time.perf_counter()
             engine.infer(x)
             best[name] = min(best[name], time.perf_counter() - started)
+    (busy1, own1), wall = _busy_ticks(), time.perf_counter() - started_all
+    others = max(0.0, ((busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / wall) if wall > 0 else 0.0
     return {"raced": True, "batch": batch, "rounds": ROUNDS, "failed": failures,
-            "faces_per_s": {name: round(batch / s, 1) for name, s in best.items()}}
+            "faces_per_s": {name: round(batch / s, 1) for name, s in best.items()},
+            "other_cpu_cores": round(others, 2)}
