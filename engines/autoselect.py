@@ -133,11 +133,14 @@ class _Job:
     def size(self):
         """The engine's input size: the override, else the checkpoint's (read once)."""
         if self.input_size is None:
-            from engines.checkpoint import read_checkpoint
-            from engines.models import get_model_config
+            from engines.checkpoint import read_header
 
-            payload = read_checkpoint(self.checkpoint)
-            self.input_size = payload["config"].get("input_size") or get_model_config(payload["arch"]).input_size
+            payload = read_header(self.checkpoint)  # no torch: a cached engine needs only this
+            self.input_size = payload["config"].get("input_size")
+            if not self.input_size:
+                from engines.models import get_model_config
+
+                self.input_size = get_model_config(payload["arch"]).input_size
         return tuple(self.input_size)
 
 

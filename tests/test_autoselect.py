@@ -232,3 +232,24 @@ def test_import_is_torch_free():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
     assert out.strip() == "[]"
+
+
+def test_the_checkpoint_header_is_read_without_torch_and_nothing_else_is_unpickled(checkpoint, tmp_path):
+    import pickle
+    import zipfile
+
+    from engines.checkpoint import read_checkpoint, read_header
+
+    header, full = read_header(checkpoint), read_checkpoint(checkpoint)
+    assert (header["arch"], header["config"]) == (full["arch"], full["config"])
+    assert set(header["state_dict"]) == set(full["state_dict"]) and header["state_dict"]["features.0.0.weight"] is None
+    # A file that names any other global is not unpickled here: torch.load (weights_only) judges it.
+    hostile = tmp_path / "hostile.pt"
+    with zipfile.ZipFile(hostile, "w") as archive:
+        archive.writestr("hostile/data.pkl", pickle.dumps({"format": "dfscan-checkpoint/1", "x": os.getcwd},
+                                                          protocol=2))
+    with pytest.raises(DfscanError, match="hostile.pt: not a loadable torch checkpoint"):
+        read_header(hostile)
+    (tmp_path / "notzip.pt").write_bytes(b"garbage")
+    with pytest.raises(DfscanError, match="notzip.pt: not a loadable torch checkpoint"):
+        read_header(tmp_path / "notzip.pt")
