@@ -23,6 +23,39 @@ def test_hand_computed_case():
     assert (m["n"], m["n_real"], m["n_fake"]) == (7, 4, 3)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_numpy_metrics_equal_scikit_learns(seed):
+    """Same figures as scikit-learn, including tied scores (rounded to 1-3 decimals) and
+    one-class or all-called cases."""
+    import numpy as np
+    from sklearn import metrics as sk
+
+    from scanner.output.metrics import roc_auc, roc_curve
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    labels = rng.integers(0, 2, n)
+    scores = np.round(np.clip(rng.normal(0.35 + 0.3 * labels, 0.25), 0, 1), seed % 3 + 1)
+    if seed == 4:
+        labels[:] = 1
+    threshold = [0.5, 0.0, 0.3, 0.9, 0.5, 1.1][seed]
+    m = binary_metrics(labels, scores, threshold)
+    preds = (scores >= threshold).astype(int)
+    tn, fp, fn, tp = sk.confusion_matrix(labels, preds, labels=[0, 1]).ravel()
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(labels, preds))
+    for name, ref in (("precision", sk.precision_score), ("recall", sk.recall_score), ("f1", sk.f1_score)):
+        assert m[name] == pytest.approx(ref(labels, preds, zero_division=0)), name
+    if seed == 4:
+        assert math.isnan(m["roc_auc"]) and math.isnan(m["eer"])
+        return
+    assert roc_auc(labels, scores) == pytest.approx(sk.roc_auc_score(labels, scores), abs=1e-12)
+    fpr, tpr, _ = sk.roc_curve(labels, scores)
+    mine = roc_curve(labels, scores)
+    np.testing.assert_allclose(mine[0], fpr, atol=1e-12)
+    np.testing.assert_allclose(mine[1], tpr, atol=1e-12)
+
+
 def test_eer_of_separable_and_inverted_scores():
     assert equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == pytest.approx(0.0)
     assert equal_error_rate([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == pytest.approx(1.0)

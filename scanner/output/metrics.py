@@ -1,4 +1,9 @@
-"""Detection metrics with Fake as the positive class, from scikit-learn's implementations."""
+"""Detection metrics with Fake as the positive class, in NumPy.
+
+The same definitions as scikit-learn's ``roc_auc_score`` and ``roc_curve`` (ties share their
+rank; the ROC curve keeps only its corners), which the tests check them against; NumPy because
+importing scikit-learn cost 1.7 s of every labelled run (a third of a 480-face run's scan).
+"""
 from __future__ import annotations
 
 import math
@@ -18,13 +23,43 @@ METRICS_SCHEMA = pa.schema([
 ])
 
 
+def roc_auc(labels, scores) -> float:
+    """ROC-AUC of scores for labels 1 (Mann-Whitney U: tied scores share their mean rank);
+    NaN unless both classes occur."""
+    labels, scores = np.asarray(labels) == 1, np.asarray(scores, dtype=np.float64)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if not n_pos or not n_neg:
+        return math.nan
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    # mean 1-based rank of each run of equal scores
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """``(fpr, tpr)`` at each distinct threshold from the highest score down, starting at
+    (0, 0); points on a straight segment between two others are left out (only corners)."""
+    labels, scores = np.asarray(labels) == 1, np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each threshold
+    tps = np.cumsum(y)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    corner = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
+    tps, fps = np.r_[0.0, tps[corner]], np.r_[0.0, fps[corner]]
+    return fps / fps[-1], tps / tps[-1]
+
+
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     """EER: where the false-positive rate meets the false-negative rate on the ROC curve."""
-    from sklearn.metrics import roc_curve
-
     if len(np.unique(labels)) < 2:
         return math.nan
-    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr = roc_curve(labels, scores)
     fnr = 1.0 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
     if i > 0 and (fnr[i] - fpr[i]) * (fnr[i - 1] - fpr[i - 1]) < 0:
@@ -37,22 +72,19 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def binary_metrics(labels, scores, threshold: float = 0.5, subset: str = "all") -> dict:
     """One metrics row for labels (0 Real / 1 Fake) and fake-probabilities."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score, recall_score,
-                                 roc_auc_score)
-
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
-    preds = (scores >= threshold).astype(np.int64)
-    tn, fp, fn, tp = confusion_matrix(labels, preds, labels=[0, 1]).ravel()
-    both = len(np.unique(labels)) == 2
+    fake, called = labels == 1, scores >= threshold
+    tp, fp = int((fake & called).sum()), int((~fake & called).sum())
+    fn, tn = int((fake & ~called).sum()), int((~fake & ~called).sum())
     return {
         "subset": subset, "n": int(len(labels)), "n_real": int((labels == 0).sum()),
-        "n_fake": int((labels == 1).sum()), "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn),
-        "accuracy": float(accuracy_score(labels, preds)) if len(labels) else math.nan,
-        "precision": float(precision_score(labels, preds, zero_division=0)),
-        "recall": float(recall_score(labels, preds, zero_division=0)),
-        "f1": float(f1_score(labels, preds, zero_division=0)),
-        "roc_auc": float(roc_auc_score(labels, scores)) if both else math.nan,
+        "n_fake": int(fake.sum()), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "accuracy": (tp + tn) / len(labels) if len(labels) else math.nan,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,  # 0 where undefined, as zero_division=0
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "roc_auc": roc_auc(labels, scores),
         "eer": equal_error_rate(labels, scores),
         "threshold": float(threshold),
     }
