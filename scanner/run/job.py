@@ -144,6 +144,10 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     videos = videos or VideoSettings()
     if ray is None:  # Ray workers find their own device
         settings.device = resolve_device(settings.device)
+        if settings.isolate_decoder and settings.device == "cpu":
+            from scanner.pipeline.isolation import start_forkserver
+
+            start_forkserver()  # its DALI import overlaps the catalog and the engine
     catalog = load_catalog(images, annotations, allow_outside=allow_outside)
     log(catalog.summary())
     clips = video_catalog(images, catalog, videos, log)
