@@ -184,7 +184,9 @@ def test_a_gated_int8_file_shipped_beside_the_checkpoint_is_the_default(checkpoi
     assert choice.record["build"]["gate"]["auc_drop"] == pytest.approx(gate.auc_drop)
     x = crops("Test-Dev", config, limit=24)[0]
     got, ref = scores(choice.load().infer(x)), scores(load_engine(qdq, "cpu", choice.backend).infer(x))
-    assert ref.std() > 0.05 and np.abs(got - ref).max() < 0.01  # the shipped file, in the chosen runtime
+    # the shipped file, in the chosen runtime (OpenVINO reading the QDQ file and its converted IR
+    # differ by up to 0.01; the fp32 engine is 0.1 and more away)
+    assert ref.std() > 0.05 and np.abs(got - ref).max() < 0.03
     # Gate limits still apply to the shipped figures.
     assert choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache", max_auc_drop=-1.0,
                          max_drift_p95=1.0).precision == "fp32"
