@@ -52,7 +52,9 @@ def fastest(candidates: dict, input_size, threads: int | None, cache_dir: Path,
             load: Callable[[str, Path], object], warn: Callable[[str], None] = print) -> tuple[str, dict]:
     """``(name, figures)`` of the fastest of ``candidates`` ({backend name: (engine path,
     library version)}); ``load(name, path)`` opens one. ``figures`` holds faces/s per
-    candidate, the batch and threads used, and whether the verdict came from the cache."""
+    candidate, the batch and threads used, the cores other processes kept busy meanwhile
+    (``other_cpu_cores``), whether the verdict came from the cache and whether it is
+    ``provisional`` (disturbed: a later run times the runtimes again)."""
     if len(candidates) == 1:
         (name,) = candidates
         return name, {"raced": False, "why": "the only candidate"}
@@ -64,7 +66,7 @@ def fastest(candidates: dict, input_size, threads: int | None, cache_dir: Path,
     verdict_file = Path(cache_dir) / "races" / f"{key}.json"
     saved = _saved(verdict_file, fields, candidates)
     if saved is not None and (not _disturbed(saved["figures"]) or saved.get("attempts", 1) >= MAX_ATTEMPTS):
-        return saved["winner"], {**saved["figures"], "cached": True}
+        return saved["winner"], {**saved["figures"], "cached": True, "provisional": False}
     figures = _race(candidates, input_size, load)
     attempts = 1 + (saved.get("attempts", 1) if saved else 0)
     kept = saved is not None and _others(saved["figures"]) < figures["other_cpu_cores"]
@@ -80,7 +82,7 @@ def fastest(candidates: dict, input_size, threads: int | None, cache_dir: Path,
     except OSError as exc:
         warn(f"{verdict_file}: could not keep the runtime race's verdict ({exc.strerror or exc}); "
              f"the next run times the runtimes again")
-    return winner, {**figures, "cached": kept}
+    return winner, {**figures, "cached": kept, "provisional": _disturbed(figures) and attempts < MAX_ATTEMPTS}
 
 
 def _saved(verdict_file: Path, fields: dict, candidates: dict) -> dict | None:

@@ -126,7 +126,8 @@ def test_the_race_verdict_is_remembered_per_machine(checkpoint, tmp_path):
     assert again["attempts"] == 2 and again["figures"]["other_cpu_cores"] < 99
     verdicts[0].write_text(json.dumps({**busy, "attempts": race.MAX_ATTEMPTS}))
     settled = choose_engine(checkpoint, "cpu", cache_dir=tmp_path, precision="fp32")
-    assert (settled.backend, settled.record["race"]["cached"]) == (loser, True)
+    settled_race = settled.record["race"]
+    assert (settled.backend, settled_race["cached"], settled_race["provisional"]) == (loser, True, False)
     # Verdicts kept before the race measured others' CPU use are timed again.
     del busy["figures"]["other_cpu_cores"]
     verdicts[0].write_text(json.dumps({**busy, "attempts": 1}))
@@ -163,6 +164,7 @@ def test_the_race_measures_what_other_processes_take(tmp_path):
     assert name == "a" and not figures["cached"]
     # a spinning process per core beside this one: well over a quarter of the cores
     assert figures["other_cpu_cores"] > race.BUSY_SHARE * (os.cpu_count() or 1)
+    assert figures["provisional"]  # a later run times the runtimes again
 
 
 def test_a_gated_int8_file_shipped_beside_the_checkpoint_is_the_default(checkpoint, tmp_path):

@@ -82,6 +82,7 @@ def test_default_run_builds_its_engine_once_and_reuses_it(tmp_path):
     assert len(a) == 110 and np.abs(a - t).max() < 1e-3
     listing = CliRunner().invoke(main, ["engines", "--device", "cpu"])
     assert listing.exit_code == 0 and "dfscan run would use: CPU: " in listing.output and "runtime race" in listing.output
+    assert "cores busy meanwhile" in listing.output
     assert cached in listing.output
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["duration_s"] > 0 and manifest["sessions"][-1]["faces_scanned"] == 110

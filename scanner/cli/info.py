@@ -42,8 +42,11 @@ def engines(engine_path, device, engine_settings):
     click.echo(f"dfscan run would use: {choice.reason}\n  {choice.path}")
     race = (choice.record or {}).get("race") or {}
     if race.get("raced"):
+        others = race.get("other_cpu_cores")
         click.echo(f"  runtime race on this CPU (batch {race['batch']}, best of {race['rounds']}): "
-                   + ", ".join(f"{n} {v:.0f} faces/s" for n, v in race["faces_per_s"].items()))
+                   + ", ".join(f"{n} {v:.0f} faces/s" for n, v in race["faces_per_s"].items())
+                   + (f"; other processes kept {others:.1f} cores busy meanwhile" if others is not None else "")
+                   + ("; provisional: the next run times them again" if race.get("provisional") else ""))
     gate = ((choice.record or {}).get("build") or {}).get("gate")
     if gate:
         click.echo("  INT8 accuracy gate: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
