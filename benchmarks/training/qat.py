@@ -107,12 +107,14 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
-            right += int((logits.argmax(1).numpy() == y[idx]).sum())
-        print(f"epoch {epoch}: loss {total / len(x):.4f} acc {right / len(x):.4f} ({time.time() - t:.0f} s)", flush=True)
+            total += float(loss.detach()) * len(idx)
+            right += int((logits.detach().argmax(1).numpy() == y[idx]).sum())
+        print(f"epoch {epoch}: loss {total / len(x):.4f} acc {right / len(x):.4f} ({time.time() - t:.0f} s)",
+              flush=True)
     plain.load_state_dict(plain_state(model))
-    save_checkpoint(args.out, plain.eval(), config, extra={"qat": {"from": str(args.checkpoint), "epochs": args.epochs,
-                                                                   "lr": args.lr, "data": "realorfake Train, clean + corrupted"}})
+    recipe = {"from": str(args.checkpoint), "epochs": args.epochs, "lr": args.lr,
+              "data": "realorfake Train, clean + corrupted"}
+    save_checkpoint(args.out, plain.eval(), config, extra={"qat": recipe})
     print("wrote", args.out)
 
 
