@@ -108,12 +108,25 @@ def _disturbed(figures: dict) -> bool:
     return _others(figures) > BUSY_SHARE * (os.cpu_count() or 1)
 
 
+def cpu_ticks(pid: int) -> int:
+    """CPU ticks (user + system) process ``pid`` has spent so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime; children are counted by pid
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def machine_busy_ticks() -> int:
+    """CPU ticks every core has spent busy so far (all but idle and iowait), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)
+
+
 def _busy_ticks() -> tuple[int, int]:
     """(ticks every CPU spent busy, ticks this process spent) so far; (0, 0) without /proc."""
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        own = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0), int(own[11]) + int(own[12])
+        return machine_busy_ticks(), cpu_ticks(os.getpid())
     except (OSError, IndexError, ValueError):
         return 0, 0
 

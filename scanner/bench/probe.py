@@ -16,7 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from engines.race import cpu_model  # the one reader of /proc/cpuinfo (the race keys its verdict on it)
+# the one reader of /proc/cpuinfo (the race keys its verdict on it) and of CPU ticks (the race measures
+# others' CPU use as the bench does)
+from engines.race import cpu_model, cpu_ticks, machine_busy_ticks
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -86,19 +88,6 @@ def _pss_bytes(pid: int) -> int:
     return _rss_bytes(pid)
 
 
-def _cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime; children are counted by pid
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _machine_busy_ticks() -> int:
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle, iowait
-
-
 class ResourceProbe:
     """Context manager: peak host RSS (self + children), peak GPU memory and others' CPU use."""
 
@@ -116,7 +105,7 @@ class ResourceProbe:
         kids = _children(pid)
         now = time.perf_counter()
         for k in kids:
-            self._kids[k] = _cpu_ticks(k)
+            self._kids[k] = cpu_ticks(k)
             if now - self._pss_at.get(k, -1.0) >= 0.5:
                 self._pss[k], self._pss_at[k] = _pss_bytes(k), now
         rss = _rss_bytes(pid) + sum(self._pss.get(k, 0) for k in kids)
@@ -132,12 +121,12 @@ class ResourceProbe:
             self._sample()
 
     def _own_ticks(self) -> int:
-        return _cpu_ticks(os.getpid()) + sum(self._kids.values())
+        return cpu_ticks(os.getpid()) + sum(self._kids.values())
 
     def __enter__(self):
         self._peak_rss, self._peak_gpu = 0, 0
         self._sample()
-        self._t0, self._busy0, self._own0 = time.perf_counter(), _machine_busy_ticks(), self._own_ticks()
+        self._t0, self._busy0, self._own0 = time.perf_counter(), machine_busy_ticks(), self._own_ticks()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-probe")
         self._thread.start()
         return self
@@ -147,7 +136,7 @@ class ResourceProbe:
         self._thread.join()
         self._sample()
         wall = time.perf_counter() - self._t0
-        others = (_machine_busy_ticks() - self._busy0) - (self._own_ticks() - self._own0)
+        others = (machine_busy_ticks() - self._busy0) - (self._own_ticks() - self._own0)
         self.other_cpu_cores = max(0.0, others / _TICK / wall) if wall > 0 else float("nan")
         self.load_avg_1m = os.getloadavg()[0]
         self.peak_rss_mb = self._peak_rss / 2**20

@@ -2,7 +2,8 @@
 
 The same definitions as scikit-learn's ``roc_auc_score`` and ``roc_curve`` (ties share their
 rank; the ROC curve keeps only its corners), which the tests check them against; NumPy because
-importing scikit-learn cost 1.7 s of every labelled run (a third of a 480-face run's scan).
+importing scikit-learn cost 1.7 s of every labelled run (a third of a 480-face run's scan); the
+HTML report's curves (``scanner.report.plots``) still import it when a report is written.
 """
 from __future__ import annotations
 
