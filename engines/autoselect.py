@@ -20,8 +20,6 @@ caller can crop and normalise for the engine's input size) and returning fresh i
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -152,8 +150,19 @@ def _cpu(job: _Job, backend, precision) -> EngineChoice:
     if backend in ("trt",):
         raise DfscanError(f"{job.checkpoint}: TensorRT needs a GPU; use --device cuda or a CPU backend")
     if precision == "bf16":
-        if backend not in (None, "torch"):
-            raise DfscanError(f"{job.checkpoint}: bf16 runs on the torch backend only; drop --backend")
+        if backend not in (None, "torch", "openvino"):
+            raise DfscanError(f"{job.checkpoint}: bf16 runs on the openvino (where the CPU has bf16) or torch "
+                              f"backend; drop --backend")
+        if backend != "torch" and _bf16_runs(job):
+            path, record = _bf16_engine(job)
+            gate = _gate_of(record)
+            if gate and not _passed(gate, job.limits):
+                job.warn(f"{job.checkpoint}: bf16 was asked for but failed the accuracy gate "
+                         f"({_figures(gate, job.limits)})")
+            verdict = "not gated" if not gate else (
+                ("passed" if _passed(gate, job.limits) else "FAILED") + " the accuracy gate")
+            return EngineChoice("openvino", "bf16", path, "cpu", f"CPU: openvino bf16 as asked; it {verdict}",
+                            {"threads": job.threads, "precision": "bf16"}, record)
         return _torch(job.checkpoint, "cpu", "bf16", job.threads, "bf16 was asked for")
     if backend is None:
         names = [n for n in CPU_BACKENDS if backend_for(job.checkpoint, n).available()[0]]
@@ -186,7 +195,48 @@ def _cpu(job: _Job, backend, precision) -> EngineChoice:
         why_fp32 = f"INT8 failed the accuracy gate ({_figures(gates[0], limits)}{_source(gates[0])})"
     else:
         why_fp32 = "no calibration and validation faces were given to build and gate an INT8 engine"
-    return _pick(job, {n: _cached(job, n, "fp32") for n in names}, "fp32", f"fp32, {why_fp32}")
+    built = {n: _cached(job, n, "fp32") for n in names}
+    if backend is None and "openvino" in names and _bf16_runs(job) and _bf16_gated(job):
+        path, record = _bf16_engine(job)
+        gate = _gate_of(record)
+        if _passed(gate, limits):  # bf16 joins the race: the fastest engine that passed its gate wins
+            built[BF16] = (path, record)
+        else:
+            why_fp32 += f"; bf16 failed the accuracy gate ({_figures(gate, limits)}{_source(gate)})"
+    return _pick(job, built, "fp32", lambda record: (
+        f"bf16, which passed the accuracy gate ({_figures(_gate_of(record), limits)}{_source(_gate_of(record))}); "
+        f"{why_fp32}" if record.get("precision") == "bf16" else f"fp32, {why_fp32}"))
+
+
+BF16 = "openvino-bf16"  # the race's name for OpenVINO running the fp32 IR in bf16
+
+
+def _bf16_runs(job: _Job) -> bool:
+    """OpenVINO is installed and runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    from engines.backends import backend_for
+    from engines.backends.openvino_backend import bf16_native
+
+    return backend_for(job.checkpoint, "openvino").available()[0] and bf16_native()
+
+
+def _bf16_gated(job: _Job) -> bool:
+    """A bf16 gate can be had: the caller's validation faces, or a record shipped beside the checkpoint."""
+    from engines.quantize import shipped_bf16
+
+    return job.validation is not None or shipped_bf16(job.checkpoint) is not None
+
+
+def _bf16_engine(job: _Job):
+    """``(IR path, record)`` of OpenVINO bf16 for the checkpoint: built (and gated on the caller's
+    validation faces) once and cached; without them the gate shipped beside the checkpoint."""
+    from engines.quantize import shipped_bf16
+
+    path, record = _cached(job, "openvino", "bf16")
+    record = {**(record or {}), "precision": "bf16"}
+    shipped = shipped_bf16(job.checkpoint)
+    if not _gate_of(record) and shipped:
+        record["build"] = {**record.get("build", {}), "gate": {**shipped["gate"], "source": "shipped"}}
+    return path, record
 
 
 def _int8_engines(job: _Job, names, asked: bool) -> dict:
@@ -222,9 +272,15 @@ def _pick(job: _Job, built: dict, precision: str, why) -> EngineChoice:
     from engines.cache import default_cache_dir, library_version
     from engines.race import fastest
 
-    candidates = {n: (path, library_version(n)) for n, (path, _) in built.items()}
+    def backend(n):
+        return "openvino" if n == BF16 else n
+
+    def options(n):
+        return {"threads": job.threads, **({"precision": "bf16"} if n == BF16 else {})}
+
+    candidates = {n: (path, library_version(backend(n))) for n, (path, _) in built.items()}
     name, figures = fastest(candidates, job.size(), job.threads, Path(job.cache_dir or default_cache_dir()),
-                            lambda n, p: load_engine(p, "cpu", n, threads=job.threads), job.warn)
+                            lambda n, p: load_engine(p, "cpu", backend(n), **options(n)), job.warn)
     if figures.get("raced"):
         speeds = ", ".join(f"{n} {v:.0f}" for n, v in figures["faces_per_s"].items())
         speed = (f"the faster runtime on this CPU ({speeds} faces/s, timed "
@@ -232,9 +288,10 @@ def _pick(job: _Job, built: dict, precision: str, why) -> EngineChoice:
     else:
         speed = "--backend as asked" if job.backend_asked else "the only CPU runtime installed"
     path, record = built[name]
-    why = why(record) if callable(why) else why  # the winner's own figures (each runtime is gated)
-    return EngineChoice(name, precision, path, "cpu", f"CPU: {name} {why}; {speed}",
-                        {"threads": job.threads}, {**(record or {}), "race": figures})
+    why = why(record or {}) if callable(why) else why  # the winner's own figures (each is gated)
+    precision = "bf16" if name == BF16 else precision
+    return EngineChoice(backend(name), precision, path, "cpu", f"CPU: {backend(name)} {why}; {speed}",
+                        options(name), {**(record or {}), "race": figures})
 
 
 def _gate_of(record: dict | None) -> dict | None:
@@ -242,7 +299,8 @@ def _gate_of(record: dict | None) -> dict | None:
 
 
 def _source(gate: dict) -> str:
-    return "; measured when the shipped INT8 file was made" if gate.get("source") == "shipped" else ""
+    shipped = gate.get("source") == "shipped"
+    return "; measured when the gate record shipped beside the checkpoint was made" if shipped else ""
 
 
 def _gpu(job: _Job, backend, precision) -> EngineChoice:
@@ -296,53 +354,10 @@ def _cached(job: _Job, backend: str, precision: str):
         cap = torch.cuda.get_device_capability()
         device = f"cuda:{torch.cuda.get_device_name()} sm{cap[0]}{cap[1]}"
     settings = _int8_settings(job) if precision == "int8" else {}
+    if precision == "bf16":  # gated on the caller's faces, or not gated (the shipped record is read apart)
+        settings = {"gated": job.validation is not None, "data": job.data_tag}
+    from engines.build import build
+
     return get_or_build(job.checkpoint, backend, precision, device,
-                        lambda target: _build(job, backend, precision, target),
+                        lambda target: build(job, backend, precision, target),
                         input_size=job.size(), settings=settings, cache_dir=job.cache_dir, warn=job.warn)
-
-
-def _build(job: _Job, backend: str, precision: str, target: Path) -> dict:
-    from engines.export import ONNX_OPSET, export_onnx
-
-    if precision == "int8" and job.qdq is not None and backend != "trt":
-        _convert(job.qdq, backend, target)  # the shipped file: no model to build, no export
-        return {"gate": job.qdq_record["gate"]}
-    with tempfile.TemporaryDirectory(prefix="dfscan-build-") as tmp:
-        model, config = job.model()
-        fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx")
-        figures = {"opset": ONNX_OPSET}
-        if backend == "trt":
-            from engines.trt_build import build_plan
-
-            calib = job.calibration(config) if precision == "int8" else None
-            build_plan(fp32, target, fp16=precision == "fp16", int8=precision == "int8", calib_batches=calib)
-            return figures  # TensorRT INT8 is asked for explicitly and not gated here
-        source = fp32
-        if precision == "int8":
-            from engines.quantize import quantize_onnx
-
-            source = quantize_onnx(fp32, Path(tmp) / "int8.onnx", job.calibration(config))
-        _convert(source, backend, target)
-        if precision == "int8" and job.validation is not None:
-            figures["gate"] = _gate(job, backend, config, fp32, target)
-        return figures
-
-
-def _convert(onnx_file: Path, backend: str, target: Path) -> None:
-    """``onnx_file`` as the CPU backend's engine file at ``target``."""
-    from engines.export import onnx_to_openvino
-
-    if backend == "openvino":
-        onnx_to_openvino(onnx_file, target)
-    else:
-        shutil.copyfile(onnx_file, target)  # the cache may sit on another filesystem than /tmp
-
-
-def _gate(job: _Job, backend: str, config, fp32_onnx: Path, int8_engine: Path) -> dict:
-    from engines.backends import load_engine
-    from engines.quantize import accuracy_gate
-
-    reference = load_engine(fp32_onnx, "cpu", backend, threads=job.threads)
-    candidate = load_engine(int8_engine, "cpu", backend, threads=job.threads)
-    drift = job.drift(config) if job.drift is not None else (b for b, _ in job.validation(config))
-    return accuracy_gate(reference, candidate, job.validation(config), drift, *job.limits).to_dict()

@@ -66,18 +66,19 @@ def export_onnx(model, config, out, opset: int = ONNX_OPSET) -> Path:
     return write_atomic(out, proto.SerializeToString())
 
 
-def onnx_to_openvino(onnx_path, out) -> Path:
+def onnx_to_openvino(onnx_path, out, precision: str = "fp32") -> Path:
     """Convert a dfscan ONNX file (fp32 or QDQ INT8) to an OpenVINO IR ``out`` (.xml + .bin).
 
     The dfscan config goes into the IR's rt_info (``dfscan_config``), so the .xml carries it.
     Weights stay fp32 (``compress_to_fp16=False``): fp16-compressed weights would move scores
     away from the torch model. Both files are written under temporary names and renamed, .bin
-    first, so a reader never pairs a new .xml with an old .bin.
+    first, so a reader never pairs a new .xml with an old .bin. ``precision='bf16'`` marks the IR
+    (rt_info ``dfscan_precision``) to run in bf16 where the CPU has it; its weights stay fp32.
     """
     import openvino as ov
 
     from engines.backends.onnx_backend import read_onnx_config
-    from engines.backends.openvino_backend import CONFIG_KEY
+    from engines.backends.openvino_backend import CONFIG_KEY, PRECISION_KEY
 
     out = Path(out)
     if out.suffix.lower() != ".xml":
@@ -86,6 +87,8 @@ def onnx_to_openvino(onnx_path, out) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     model = ov.convert_model(str(onnx_path))
     model.set_rt_info(json.dumps(config.to_dict()), [CONFIG_KEY])
+    if precision != "fp32":
+        model.set_rt_info(precision, [PRECISION_KEY])
     tmp = out.with_name(out.stem + ".tmp.xml")  # OpenVINO names the weights tmp.bin beside it
     ov.save_model(model, str(tmp), compress_to_fp16=False)
     os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))

@@ -136,9 +136,9 @@ class GateResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def summary(self) -> str:
+    def summary(self, precision: str = "INT8") -> str:
         verdict = "passed" if self.passed else "FAILED"
-        return (f"INT8 gate {verdict}: AUC {self.auc_int8:.4f} vs fp32 {self.auc_fp32:.4f} "
+        return (f"{precision} gate {verdict}: AUC {self.auc_int8:.4f} vs fp32 {self.auc_fp32:.4f} "
                 f"(drop {self.auc_drop:+.4f}, limit {self.max_auc_drop}); |Δscore| p50 "
                 f"{self.delta_p50:.4f} p95 {self.delta_p95:.4f} (limit {self.max_drift_p95}) "
                 f"p99 {self.delta_p99:.4f} max {self.delta_max:.4f}")
@@ -239,3 +239,38 @@ def shipped_int8(checkpoint) -> tuple[Path, dict] | None:
             or record.get("qdq_sha256") != file_sha256(qdq) or not isinstance(record.get("gate"), dict)):
         return None
     return qdq, record
+
+
+BF16_RECORD_FORMAT = "dfscan-bf16/1"
+
+
+def shipped_bf16_record_path(checkpoint) -> Path:
+    """Where a bf16 gate record ships beside ``checkpoint``: ``<stem>.bf16.json``."""
+    return Path(checkpoint).with_suffix(".bf16.json")
+
+
+def write_bf16_record(record_path, checkpoint, gate: GateResult, **provenance) -> Path:
+    """Record the bf16 accuracy gate measured for ``checkpoint`` (OpenVINO bf16 against fp32 on
+    labelled faces). bf16 needs no file of its own (OpenVINO runs the fp32 IR in bf16), so the
+    record alone ships beside the checkpoint as ``<stem>.bf16.json`` (``shipped_bf16``)."""
+    from engines.cache import file_sha256
+
+    record = {"format": BF16_RECORD_FORMAT, "checkpoint_sha256": file_sha256(checkpoint),
+              "gate": gate.to_dict(), **provenance}
+    return write_atomic(Path(record_path), json.dumps(record, indent=2, default=str))
+
+
+def shipped_bf16(checkpoint) -> dict | None:
+    """The bf16 gate record shipped beside ``checkpoint`` for exactly this checkpoint, or None
+    (missing, unreadable, or made for another checkpoint: its figures describe another model)."""
+    from engines.cache import file_sha256
+
+    path = shipped_bf16_record_path(checkpoint)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(record, dict) or record.get("format") != BF16_RECORD_FORMAT
+            or record.get("checkpoint_sha256") != file_sha256(checkpoint) or not isinstance(record.get("gate"), dict)):
+        return None
+    return record

@@ -7,8 +7,8 @@ led at fp32 (113 vs 92) and OpenVINO at INT8 (194 vs 174) — benchmarks/results
 A fixed preference is wrong somewhere, so the chooser times the built candidates here, on random
 input of the engine's size with the thread count the run will use, and keeps the verdict in the
 engine cache (``races/<key>.json``) so later runs only read it. The key holds every candidate
-engine file's sha256, the runtime versions, the threads and the CPU model: a new engine, a
-runtime upgrade or another machine races again.
+engine file's sha256, the runtime versions, the threads, the CPU model and its instruction sets
+(AVX-512, VNNI, BF16, AMX): a new engine, a runtime upgrade or another machine races again.
 
 Candidates are timed in turns (A B A B …) so a load spike from another process hits both, and
 each keeps its best round (the least disturbed). Turns are not enough under steady load: the two
@@ -48,6 +48,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_isa() -> str:
+    """The instruction sets that decide which runtime and precision win, from /proc/cpuinfo: the
+    same model name has come with and without AVX-512/VNNI/BF16 on this project's cloud machines."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in ISA_FLAGS if f in flags)
+    except OSError:
+        pass
+    return ""
+
+
 def fastest(candidates: dict, input_size, threads: int | None, cache_dir: Path,
             load: Callable[[str, Path], object], warn: Callable[[str], None] = print) -> tuple[str, dict]:
     """``(name, figures)`` of the fastest of ``candidates`` ({backend name: (engine path,
@@ -61,7 +77,7 @@ def fastest(candidates: dict, input_size, threads: int | None, cache_dir: Path,
     from engines.cache import file_sha256
 
     fields = {"engines": {n: [file_sha256(p), lib] for n, (p, lib) in sorted(candidates.items())},
-              "input_size": list(input_size), "threads": threads, "cpu": cpu_model()}
+              "input_size": list(input_size), "threads": threads, "cpu": cpu_model(), "isa": cpu_isa()}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
     verdict_file = Path(cache_dir) / "races" / f"{key}.json"
     saved = _saved(verdict_file, fields, candidates)

@@ -2,6 +2,7 @@
 accuracy gate (own calibration or the gated file shipped beside a checkpoint), explicit engine
 files kept, impossible combinations refused, and a torch-free import."""
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,9 +13,10 @@ import pytest
 
 from _engine_models import crops, scores
 from engines import DfscanError, race
-from engines.autoselect import CPU_BACKENDS, choose_engine
+from engines.autoselect import BF16, CPU_BACKENDS, choose_engine
+from engines.backends.openvino_backend import bf16_native
 from engines.checkpoint import load_checkpoint, save_checkpoint
-from engines.export import export_onnx
+from engines.export import export_onnx, onnx_to_openvino
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "engines" / "default" / "mobilenetv2.pt"
@@ -86,8 +88,12 @@ def test_cpu_without_data_is_fp32_and_backend_override_is_kept(checkpoint, cache
     ref = scores(choice.load().infer(x))
     assert ref.std() > 0.05
     np.testing.assert_allclose(scores(onnx.load().infer(x)), ref, atol=1e-3)
-    bf16 = choose_engine(checkpoint, "cpu", precision="bf16")
-    assert (bf16.backend, bf16.precision, bf16.path) == ("torch", "bf16", checkpoint)
+    bf16 = choose_engine(checkpoint, "cpu", precision="bf16", cache_dir=cache)
+    # OpenVINO where this CPU runs bf16 natively (AVX512-BF16, AMX), else eager torch
+    expected = ("openvino", "bf16") if bf16_native() else ("torch", "bf16")
+    assert (bf16.backend, bf16.precision) == expected
+    assert bf16.backend == "torch" or "not gated" in bf16.reason
+    assert bf16.load().precision == "bf16"
     np.testing.assert_allclose(scores(bf16.load().infer(x)), ref, atol=0.1)
 
 
@@ -201,6 +207,42 @@ def test_a_gated_int8_file_shipped_beside_the_checkpoint_is_the_default(checkpoi
     assert choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache").precision == "fp32"
 
 
+def test_a_bf16_gate_shipped_beside_the_checkpoint_lets_bf16_race(checkpoint, tmp_path):
+    """A passed bf16 gate record for exactly this checkpoint puts OpenVINO bf16 into the race (where
+    the CPU runs bf16 natively); a failed one keeps it out and says why; another model's is ignored."""
+    from engines.backends import load_engine
+    from engines.quantize import accuracy_gate, shipped_bf16, shipped_bf16_record_path, write_bf16_record
+
+    ckpt = Path(shutil.copy(checkpoint, tmp_path / "m.pt"))
+    model, config, _ = load_checkpoint(ckpt)
+    ir = tmp_path / "m.bf16.xml"
+    onnx_to_openvino(export_onnx(model, config, tmp_path / "m.onnx"), ir, precision="bf16")
+    assert load_engine(ir, "cpu", "openvino").precision == "bf16"  # the IR says so; fp32 when asked
+    fp32, bf16 = load_engine(ir, "cpu", "openvino", precision="fp32"), load_engine(ir, "cpu", "openvino")
+    gate = accuracy_gate(fp32, bf16, validation(config), (b for b, _ in validation(config)))
+    assert gate.faces_validation == 80 and gate.delta_max < 0.2
+    record = write_bf16_record(shipped_bf16_record_path(ckpt), ckpt, gate, validation="Val")
+    assert shipped_bf16(ckpt)["gate"]["delta_p95"] == gate.delta_p95
+    other = tmp_path / "other" / "m.pt"  # another checkpoint with the record copied beside it
+    other.parent.mkdir()
+    other.write_bytes(ckpt.read_bytes() + b"retrained")
+    shutil.copy(record, shipped_bf16_record_path(other))
+    assert shipped_bf16(other) is None  # the record names m.pt's sha256, not this file's
+    if not bf16_native():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 never joins the race here")
+    passed = choose_engine(ckpt, "cpu", cache_dir=tmp_path / "c1", max_auc_drop=1.0, max_drift_p95=1.0)
+    race = passed.record["race"]
+    assert set(race["faces_per_s"]) == {*CPU_BACKENDS, BF16}
+    winner = max(race["faces_per_s"], key=race["faces_per_s"].get)
+    assert (passed.backend, passed.precision) == (("openvino", "bf16") if winner == BF16 else (winner, "fp32"))
+    assert passed.load().precision == passed.precision or passed.backend == "onnx"
+    failed = choose_engine(ckpt, "cpu", cache_dir=tmp_path / "c1", max_auc_drop=-1.0)
+    assert failed.precision == "fp32" and "bf16 failed the accuracy gate" in failed.reason
+    assert set(failed.record["race"]["faces_per_s"]) == set(CPU_BACKENDS)
+    record.write_text("{}")  # unreadable as a record: no gate, so bf16 stays out of the race
+    assert set(choose_engine(ckpt, "cpu", cache_dir=tmp_path / "c1").record["race"]["faces_per_s"]) == set(CPU_BACKENDS)
+
+
 def test_explicit_engine_files_are_kept(checkpoint, tmp_path):
     model, config, _ = load_checkpoint(checkpoint)
     onnx_file = export_onnx(model, config, tmp_path / "given.onnx")
@@ -217,7 +259,7 @@ def test_impossible_requests_are_one_line_errors(checkpoint, tmp_path):
              ({"backend": "trt"}, "TensorRT needs a GPU"),
              ({"precision": "int8"}, "needs calibration faces"),
              ({"precision": "int4"}, "unknown precision"),
-             ({"backend": "openvino", "precision": "bf16"}, "bf16 runs on the torch backend")]
+             ({"backend": "onnx", "precision": "bf16"}, "bf16 runs on the openvino .* or torch backend")]
     for kwargs, message in cases:
         with pytest.raises(DfscanError, match=message):
             choose_engine(checkpoint, "cpu", cache_dir=tmp_path, **kwargs)

@@ -15,9 +15,11 @@ Settings, and why:
   loaded machine), THROUGHPUT was 10–20 % faster in fp32 and INT8 in every round of the
   focused run, and tied or ahead in the full one.
 - ``threads``: INFERENCE_NUM_THREADS, so the caller can budget cores between DALI and inference.
-- INFERENCE_PRECISION_HINT is pinned to f32: on CPUs with AMX or AVX512-BF16 OpenVINO would
-  otherwise silently run fp32 models in bf16. INT8 (QDQ) models still run their quantised
-  layers in INT8 under this hint.
+- ``precision``: INFERENCE_PRECISION_HINT, pinned to f32 unless bf16 is asked for (by the caller
+  or by the IR: ``dfscan export --format openvino --bf16`` stores ``dfscan_precision`` in its
+  rt_info): on CPUs with AMX or AVX512-BF16 OpenVINO would otherwise silently run fp32 models
+  in bf16, and bf16 moves scores (dfscan uses it only where an accuracy gate passed,
+  ``engines.autoselect``). INT8 (QDQ) models still run their quantised layers in INT8.
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from engines.errors import DfscanError
 from engines.config import ModelConfig
 
 CONFIG_KEY = "dfscan_config"
+PRECISION_KEY = "dfscan_precision"  # rt_info of an IR exported to run in bf16
 HINTS = ("LATENCY", "THROUGHPUT")
+INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # dfscan's names → OpenVINO's
 DEFAULT_HINT = "THROUGHPUT"
 INSTALL_HINT = "pip install openvino"
 
@@ -61,7 +65,8 @@ class OpenVinoEngine:
 
     name = "openvino"
 
-    def __init__(self, path, device: str = "cpu", threads: int | None = None, hint: str | None = None):
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, hint: str | None = None,
+                 precision: str | None = None):
         import openvino as ov
 
         path = Path(path)
@@ -85,7 +90,11 @@ class OpenVinoEngine:
             self.config = read_onnx_config(path)
         else:
             self.config = ir_config(model, path)
-        properties = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"}
+        if precision is None:  # the IR's own, else fp32
+            precision = model.get_rt_info([PRECISION_KEY]).astype(str) if model.has_rt_info([PRECISION_KEY]) else "fp32"
+        if precision not in INFERENCE_PRECISIONS:
+            raise DfscanError(f"{path}: the openvino backend runs fp32 or bf16, not {precision!r}")
+        properties = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[precision]}
         if threads is not None:
             properties["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", properties)
@@ -94,7 +103,7 @@ class OpenVinoEngine:
         # a batch is cut into one slice per stream and the slices run together.
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
-        self.device, self.hint, self.threads = device, hint, threads
+        self.device, self.hint, self.threads, self.precision = device, hint, threads, precision
 
     def infer(self, batch) -> np.ndarray:
         """Logits (N, classes) as float32 numpy for a (N, 3, H, W) batch (numpy or torch)."""
@@ -121,7 +130,19 @@ class OpenVinoEngine:
         return np.concatenate(out)
 
 
+def bf16_native() -> bool:
+    """Whether OpenVINO runs bf16 natively on this CPU (AVX512-BF16 or AMX); elsewhere a bf16
+    hint buys nothing, so dfscan does not offer it."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # no openvino, or no CPU plugin
+        return False
+
+
 @register_backend("openvino", (".xml",), _available,
                   "OpenVINO IR on the CPU (also reads .onnx with --backend openvino)")
-def load_openvino_engine(path, device="cpu", threads: int | None = None, hint: str | None = None):
-    return OpenVinoEngine(path, device, threads=threads, hint=hint)
+def load_openvino_engine(path, device="cpu", threads: int | None = None, hint: str | None = None,
+                         precision: str | None = None):
+    return OpenVinoEngine(path, device, threads=threads, hint=hint, precision=precision)

@@ -18,14 +18,17 @@ from scanner.errors import DfscanError
 @click.option("--fp16/--fp32", default=True, show_default=True, help="plan: half precision where the GPU has it.")
 @click.option("--int8", is_flag=True, help="onnx, openvino, plan: INT8 calibrated on face crops from --calib-data "
                                          "(static QDQ for ONNX Runtime and OpenVINO).")
+@click.option("--bf16", is_flag=True, help="openvino: mark the IR to run in bf16 where the CPU has it (AVX512-BF16, "
+                                         "AMX); with --gate-data, gate it against fp32 and record the figures.")
 @click.option("--calib-data", type=click.Path(file_okay=False, exists=True), default=None,
               help="--int8: an images folder (annotations found as for 'run').")
 @click.option("--gate-data", type=click.Path(file_okay=False, exists=True), default=None,
               help="--int8 --format onnx of a CHECKPOINT: labelled images (e.g. Images/Val) to gate the INT8 "
                    "file on; writes <out>.json beside it, so the file can ship next to the checkpoint "
-                   "as <checkpoint stem>.int8.onnx and become the CPU default where it passed.")
+                   "as <checkpoint stem>.int8.onnx and become the CPU default where it passed. With --bf16 "
+                   "--format openvino: writes <out stem>.json, which ships as <checkpoint stem>.bf16.json.")
 @click.option("--max-batch", type=int, default=128, show_default=True, help="plan: largest batch.")
-def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, gate_data, max_batch):
+def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, bf16, calib_data, gate_data, max_batch):
     """Export CHECKPOINT (or a fresh --arch model) as an engine file.
 
     Example: dfscan export --arch mobilenetv2 --format onnx --out mobilenet.onnx
@@ -38,9 +41,14 @@ def export(checkpoint, arch, fmt, out, res, seed, fp16, int8, calib_data, gate_d
         raise DfscanError("--int8 needs --calib-data IMAGES (a folder of representative faces)")
     if int8 and fmt == "pt":
         raise DfscanError("--int8: a .pt checkpoint stays fp32; export --format onnx, openvino or plan")
-    if gate_data and not (int8 and fmt == "onnx" and checkpoint):
-        raise DfscanError("--gate-data gates an INT8 ONNX file made from a checkpoint: add --int8 --format onnx CHECKPOINT")
-    if fmt == "plan":
+    if bf16 and (fmt != "openvino" or int8):
+        raise DfscanError("--bf16 marks an OpenVINO IR to run in bf16: use --format openvino without --int8")
+    if gate_data and not (((int8 and fmt == "onnx") or bf16) and checkpoint):
+        raise DfscanError("--gate-data gates an INT8 ONNX file or a bf16 IR made from a checkpoint: add "
+                          "--int8 --format onnx, or --bf16 --format openvino, and the CHECKPOINT")
+    if bf16:
+        path, gated = _export_bf16(model, config, out, checkpoint, gate_data)
+    elif fmt == "plan":
         path = _export_plan(model, config, out, fp16, int8, calib_data, max_batch)
     elif int8:
         path, gated = _export_int8(model, config, fmt, out, calib_data, checkpoint, gate_data)
@@ -86,6 +94,29 @@ def _export_int8(model, config, fmt, out, calib_data, checkpoint=None, gate_data
                                                   face_batches(calib_data)(config)), out), None
         path = quantize_onnx(fp32, out, face_batches(calib_data)(config))
         return path, _gate_int8(fp32, config, checkpoint, path, calib_data, gate_data) if gate_data else None
+
+
+def _export_bf16(model, config, out, checkpoint=None, gate_data=None):
+    """``(IR path, gate summary)``: the fp32 IR marked to run in bf16; with ``gate_data`` it is
+    gated against the same IR in fp32 on those labelled faces, and the figures recorded beside it."""
+    import tempfile
+    from pathlib import Path
+
+    from engines.backends import load_engine
+    from engines.export import export_onnx, onnx_to_openvino
+    from engines.quantize import accuracy_gate, write_bf16_record
+    from scanner.run.training import face_batches
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = onnx_to_openvino(export_onnx(model, config, Path(tmp) / "fp32.onnx"), out, precision="bf16")
+    if not gate_data:
+        return path, None
+    validation = face_batches(gate_data, with_labels=True)
+    gate = accuracy_gate(load_engine(path, "cpu", "openvino", precision="fp32"),
+                         load_engine(path, "cpu", "openvino", precision="bf16"),
+                         validation(config), (b for b, _ in validation(config)))
+    record = write_bf16_record(Path(path).with_suffix(".json"), checkpoint, gate, validation=str(gate_data))
+    return path, f"{gate.summary('bf16')}\nwrote {record}"
 
 
 def _gate_int8(fp32_onnx, config, checkpoint, qdq, calib_data, gate_data) -> str:

@@ -49,7 +49,8 @@ def engines(engine_path, device, engine_settings):
                    + ("; provisional: the next run times them again" if race.get("provisional") else ""))
     gate = ((choice.record or {}).get("build") or {}).get("gate")
     if gate:
-        click.echo("  INT8 accuracy gate: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+        label = "bf16" if choice.precision == "bf16" else "INT8"  # the figures' auc_int8 is the gated engine's
+        click.echo(f"  {label} accuracy gate: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                      for k, v in gate.items()))
 
 
