@@ -154,7 +154,9 @@ def _cpu(job: _Job, backend, precision) -> EngineChoice:
             raise DfscanError(f"{job.checkpoint}: bf16 runs on the openvino (where the CPU has bf16) or torch "
                               f"backend; drop --backend")
         if backend != "torch" and _bf16_runs(job):
-            path, record = _bf16_engine(job)
+            from engines.quantize import shipped_bf16
+
+            path, record = _bf16_engine(job, shipped_bf16(job.checkpoint))
             gate = _gate_of(record)
             if gate and not _passed(gate, job.limits):
                 job.warn(f"{job.checkpoint}: bf16 was asked for but failed the accuracy gate "
@@ -196,13 +198,19 @@ def _cpu(job: _Job, backend, precision) -> EngineChoice:
     else:
         why_fp32 = "no calibration and validation faces were given to build and gate an INT8 engine"
     built = {n: _cached(job, n, "fp32") for n in names}
-    if backend is None and "openvino" in names and _bf16_runs(job) and _bf16_gated(job):
-        path, record = _bf16_engine(job)
-        gate = _gate_of(record)
-        if _passed(gate, limits):  # bf16 joins the race: the fastest engine that passed its gate wins
-            built[BF16] = (path, record)
-        else:
-            why_fp32 += f"; bf16 failed the accuracy gate ({_figures(gate, limits)}{_source(gate)})"
+    if backend is None and "openvino" in names:
+        from engines.quantize import shipped_bf16
+
+        shipped = shipped_bf16(job.checkpoint)
+        # A gate first (the caller's faces or a shipped record), then the CPU: asking OpenVINO
+        # whether it runs bf16 imports it, which a run on a cached ONNX Runtime engine need not do.
+        if (job.validation is not None or shipped) and _bf16_runs(job):
+            path, record = _bf16_engine(job, shipped)
+            gate = _gate_of(record)
+            if _passed(gate, limits):  # bf16 joins the race: the fastest engine that passed its gate wins
+                built[BF16] = (path, record)
+            else:
+                why_fp32 += f"; bf16 failed the accuracy gate ({_figures(gate, limits)}{_source(gate)})"
     return _pick(job, built, "fp32", lambda record: (
         f"bf16, which passed the accuracy gate ({_figures(_gate_of(record), limits)}{_source(_gate_of(record))}); "
         f"{why_fp32}" if record.get("precision") == "bf16" else f"fp32, {why_fp32}"))
@@ -219,21 +227,12 @@ def _bf16_runs(job: _Job) -> bool:
     return backend_for(job.checkpoint, "openvino").available()[0] and bf16_native()
 
 
-def _bf16_gated(job: _Job) -> bool:
-    """A bf16 gate can be had: the caller's validation faces, or a record shipped beside the checkpoint."""
-    from engines.quantize import shipped_bf16
-
-    return job.validation is not None or shipped_bf16(job.checkpoint) is not None
-
-
-def _bf16_engine(job: _Job):
+def _bf16_engine(job: _Job, shipped: dict | None):
     """``(IR path, record)`` of OpenVINO bf16 for the checkpoint: built (and gated on the caller's
-    validation faces) once and cached; without them the gate shipped beside the checkpoint."""
-    from engines.quantize import shipped_bf16
-
+    validation faces) once and cached; without them the gate of ``shipped``, the record shipped
+    beside the checkpoint (``engines.quantize.shipped_bf16``), if any."""
     path, record = _cached(job, "openvino", "bf16")
     record = {**(record or {}), "precision": "bf16"}
-    shipped = shipped_bf16(job.checkpoint)
     if not _gate_of(record) and shipped:
         record["build"] = {**record.get("build", {}), "gate": {**shipped["gate"], "source": "shipped"}}
     return path, record

@@ -213,11 +213,8 @@ def write_int8_record(qdq_path, checkpoint, gate: GateResult, **provenance) -> P
     and the gate figures measured when it was made; ``provenance`` (calibration and validation
     data, command) is kept as given. With it the QDQ file can ship next to the checkpoint: users
     without calibration data then get the gated INT8 engine (``shipped_int8``)."""
-    from engines.cache import file_sha256
-
-    record = {"format": INT8_RECORD_FORMAT, "checkpoint_sha256": file_sha256(checkpoint),
-              "qdq_sha256": file_sha256(qdq_path), "gate": gate.to_dict(), **provenance}
-    return write_atomic(_record_path(qdq_path), json.dumps(record, indent=2, default=str))
+    return _write_record(_record_path(qdq_path), INT8_RECORD_FORMAT, checkpoint, gate,
+                         {"qdq_sha256": qdq_path}, provenance)
 
 
 def shipped_int8(checkpoint) -> tuple[Path, dict] | None:
@@ -225,20 +222,38 @@ def shipped_int8(checkpoint) -> tuple[Path, dict] | None:
 
     A record whose hashes do not match (the checkpoint was retrained, the file replaced) is
     ignored: its gate figures describe another model."""
+    qdq, record_path = shipped_int8_paths(checkpoint)
+    if not qdq.is_file():
+        return None
+    record = _read_record(record_path, INT8_RECORD_FORMAT, checkpoint, {"qdq_sha256": qdq})
+    return (qdq, record) if record is not None else None
+
+
+def _write_record(record_path, fmt: str, checkpoint, gate: GateResult, files: dict, provenance: dict) -> Path:
+    """A gate record: its format, the sha256 of ``checkpoint`` and of each of ``files`` ({key:
+    path}), the gate's figures and the provenance as given; written atomically."""
     from engines.cache import file_sha256
 
-    qdq, record_path = shipped_int8_paths(checkpoint)
-    if not (qdq.is_file() and record_path.is_file()):
-        return None
+    record = {"format": fmt, "checkpoint_sha256": file_sha256(checkpoint),
+              **{key: file_sha256(path) for key, path in files.items()}, "gate": gate.to_dict(), **provenance}
+    return write_atomic(Path(record_path), json.dumps(record, indent=2, default=str))
+
+
+def _read_record(record_path, fmt: str, checkpoint, files: dict) -> dict | None:
+    """The gate record at ``record_path`` if it is a ``fmt`` record whose hashes match
+    ``checkpoint`` and each of ``files`` ({key: path}) now, else None (missing, unreadable, or made
+    for another model: its figures describe that one)."""
+    from engines.cache import file_sha256
+
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads(Path(record_path).read_text())
     except (OSError, ValueError):
         return None
-    if (not isinstance(record, dict) or record.get("format") != INT8_RECORD_FORMAT
+    if (not isinstance(record, dict) or record.get("format") != fmt or not isinstance(record.get("gate"), dict)
             or record.get("checkpoint_sha256") != file_sha256(checkpoint)
-            or record.get("qdq_sha256") != file_sha256(qdq) or not isinstance(record.get("gate"), dict)):
+            or any(record.get(key) != file_sha256(path) for key, path in files.items())):
         return None
-    return qdq, record
+    return record
 
 
 BF16_RECORD_FORMAT = "dfscan-bf16/1"
@@ -253,24 +268,10 @@ def write_bf16_record(record_path, checkpoint, gate: GateResult, **provenance) -
     """Record the bf16 accuracy gate measured for ``checkpoint`` (OpenVINO bf16 against fp32 on
     labelled faces). bf16 needs no file of its own (OpenVINO runs the fp32 IR in bf16), so the
     record alone ships beside the checkpoint as ``<stem>.bf16.json`` (``shipped_bf16``)."""
-    from engines.cache import file_sha256
-
-    record = {"format": BF16_RECORD_FORMAT, "checkpoint_sha256": file_sha256(checkpoint),
-              "gate": gate.to_dict(), **provenance}
-    return write_atomic(Path(record_path), json.dumps(record, indent=2, default=str))
+    return _write_record(record_path, BF16_RECORD_FORMAT, checkpoint, gate, {}, provenance)
 
 
 def shipped_bf16(checkpoint) -> dict | None:
     """The bf16 gate record shipped beside ``checkpoint`` for exactly this checkpoint, or None
     (missing, unreadable, or made for another checkpoint: its figures describe another model)."""
-    from engines.cache import file_sha256
-
-    path = shipped_bf16_record_path(checkpoint)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(record, dict) or record.get("format") != BF16_RECORD_FORMAT
-            or record.get("checkpoint_sha256") != file_sha256(checkpoint) or not isinstance(record.get("gate"), dict)):
-        return None
-    return record
+    return _read_record(shipped_bf16_record_path(checkpoint), BF16_RECORD_FORMAT, checkpoint, {})

@@ -202,6 +202,14 @@ def test_a_gated_int8_file_shipped_beside_the_checkpoint_is_the_default(checkpoi
     drifted = choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache", max_auc_drop=1.0,
                             max_drift_p95=gate.delta_p95 / 2)
     assert drifted.precision == "fp32" and "p95 |Δscore|" in drifted.reason and gate.delta_p95 > 0
+    # A QDQ file replaced after its record was written no longer matches it: ignored.
+    from engines.quantize import shipped_int8
+
+    assert shipped_int8(ckpt) is not None
+    original = qdq.read_bytes()
+    qdq.write_bytes(original + b"\0")
+    assert shipped_int8(ckpt) is None
+    qdq.write_bytes(original)
     # A retrained checkpoint no longer matches the record: its INT8 file is ignored.
     save_checkpoint(ckpt, model, config, extra={"retrained": True})
     assert choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache").precision == "fp32"
