@@ -173,10 +173,12 @@ def accuracy_gate(fp32_engine, int8_engine, validation: Iterable, drift: Iterabl
         s32.append(fake_scores(fp32_engine.infer(batch), names))
         s8.append(fake_scores(int8_engine.infer(batch), names))
     if not labels:
-        raise DfscanError("INT8 gate: the validation data is empty; give labelled validation faces")
+        raise DfscanError("accuracy gate (INT8 or bf16): the validation data is empty; "
+                          "give labelled faces (--gate-data)")
     labels = np.concatenate(labels)
     if len(np.unique(labels)) < 2:
-        raise DfscanError("INT8 gate: the validation faces are all one class; AUC needs real and fake faces")
+        raise DfscanError("accuracy gate (INT8 or bf16): the validation faces are all one class; "
+                          "AUC needs real and fake faces")
     auc32 = float(roc_auc_score(labels, np.concatenate(s32)))
     auc8 = float(roc_auc_score(labels, np.concatenate(s8)))
     deltas = []
@@ -185,7 +187,7 @@ def accuracy_gate(fp32_engine, int8_engine, validation: Iterable, drift: Iterabl
         deltas.append(np.abs(fake_scores(int8_engine.infer(batch), names)
                              - fake_scores(fp32_engine.infer(batch), names)))
     if not deltas:
-        raise DfscanError("INT8 gate: the drift data (second set, e.g. Test-Dev) is empty")
+        raise DfscanError("accuracy gate (INT8 or bf16): the drift data (second set, e.g. Test-Dev) is empty")
     deltas = np.concatenate(deltas).astype(np.float64)
     p50, p95, p99 = (float(v) for v in np.quantile(deltas, [0.5, 0.95, 0.99]))
     drop = auc32 - auc8
