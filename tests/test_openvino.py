@@ -63,7 +63,10 @@ def test_threads_and_hint_reach_the_runtimes(exported):
         engine = load_engine(xml, threads=1, hint=hint)
         assert str(engine.compiled.get_property("PERFORMANCE_HINT")) == hint
         assert int(engine.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
-    assert load_engine(onnx_file, threads=1).session.get_session_options().intra_op_num_threads == 1
+    options = load_engine(onnx_file, threads=1).session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    # ONNX Runtime's threads must not spin-wait on cores the decoding child needs
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_bad_options_are_one_line_errors(exported):
