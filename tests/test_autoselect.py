@@ -215,54 +215,44 @@ def test_a_gated_int8_file_shipped_beside_the_checkpoint_is_the_default(checkpoi
     assert choose_engine(ckpt, "cpu", cache_dir=tmp_path / "cache").precision == "fp32"
 
 
-BF16_SCRIPT = r"""
-import json, shutil, sys
-from pathlib import Path
-from test_autoselect import (BF16, CPU_BACKENDS, choose_engine, export_onnx, load_checkpoint, onnx_to_openvino,
-                             validation)
-from engines.backends import load_engine
-from engines.backends.openvino_backend import bf16_native
-from engines.quantize import accuracy_gate, shipped_bf16, shipped_bf16_record_path, write_bf16_record
+def _bf16_facts(checkpoint, tmp) -> dict:
+    """What the bf16 test checks, gathered: the IR, its gate, the record, and the race."""
+    import shutil
 
-checkpoint, tmp = Path(sys.argv[1]), Path(sys.argv[2])
-facts = {"native": bf16_native()}
-ckpt = Path(shutil.copy(checkpoint, tmp / "m.pt"))
-model, config, _ = load_checkpoint(ckpt)
-ir = tmp / "m.bf16.xml"
-onnx_to_openvino(export_onnx(model, config, tmp / "m.onnx"), ir, precision="bf16")
-facts["ir_precision"] = load_engine(ir, "cpu", "openvino").precision  # the IR says so
-fp32, bf16 = load_engine(ir, "cpu", "openvino", precision="fp32"), load_engine(ir, "cpu", "openvino")
-gate = accuracy_gate(fp32, bf16, validation(config), (b for b, _ in validation(config)))
-facts["gate"] = gate.to_dict()
-record = write_bf16_record(shipped_bf16_record_path(ckpt), ckpt, gate, validation="Val")
-facts["read_back_p95"] = shipped_bf16(ckpt)["gate"]["delta_p95"]
-other = tmp / "other" / "m.pt"  # another checkpoint with the record copied beside it
-other.parent.mkdir()
-other.write_bytes(ckpt.read_bytes() + b"retrained")
-shutil.copy(record, shipped_bf16_record_path(other))
-facts["other_record"] = shipped_bf16(other)
-if facts["native"]:
-    passed = choose_engine(ckpt, "cpu", cache_dir=tmp / "c1", max_auc_drop=1.0, max_drift_p95=1.0)
-    facts["passed"] = [passed.backend, passed.precision, passed.record["race"]["faces_per_s"],
-                       passed.load().precision if passed.backend == "openvino" else None]
-    failed = choose_engine(ckpt, "cpu", cache_dir=tmp / "c1", max_auc_drop=-1.0)
-    facts["failed"] = [failed.precision, failed.reason, failed.record["race"]["faces_per_s"]]
-    record.write_text("{}")  # unreadable as a record: no gate, so bf16 stays out of the race
-    facts["unreadable"] = choose_engine(ckpt, "cpu", cache_dir=tmp / "c1").record["race"]["faces_per_s"]
-print(json.dumps(facts))
-"""
+    from engines.backends import load_engine
+    from engines.quantize import accuracy_gate, shipped_bf16, shipped_bf16_record_path, write_bf16_record
+
+    facts = {"native": bf16_native()}
+    ckpt = Path(shutil.copy(checkpoint, tmp / "m.pt"))
+    model, config, _ = load_checkpoint(ckpt)
+    ir = tmp / "m.bf16.xml"
+    onnx_to_openvino(export_onnx(model, config, tmp / "m.onnx"), ir, precision="bf16")
+    facts["ir_precision"] = load_engine(ir, "cpu", "openvino").precision  # the IR says so
+    fp32, bf16 = load_engine(ir, "cpu", "openvino", precision="fp32"), load_engine(ir, "cpu", "openvino")
+    gate = accuracy_gate(fp32, bf16, validation(config), (b for b, _ in validation(config)))
+    facts["gate"] = gate.to_dict()
+    record = write_bf16_record(shipped_bf16_record_path(ckpt), ckpt, gate, validation="Val")
+    facts["read_back_p95"] = shipped_bf16(ckpt)["gate"]["delta_p95"]
+    other = tmp / "other" / "m.pt"  # another checkpoint with the record copied beside it
+    other.parent.mkdir()
+    other.write_bytes(ckpt.read_bytes() + b"retrained")
+    shutil.copy(record, shipped_bf16_record_path(other))
+    facts["other_record"] = shipped_bf16(other)
+    if facts["native"]:
+        passed = choose_engine(ckpt, "cpu", cache_dir=tmp / "c1", max_auc_drop=1.0, max_drift_p95=1.0)
+        facts["passed"] = [passed.backend, passed.precision, passed.record["race"]["faces_per_s"],
+                           passed.load().precision if passed.backend == "openvino" else None]
+        failed = choose_engine(ckpt, "cpu", cache_dir=tmp / "c1", max_auc_drop=-1.0)
+        facts["failed"] = [failed.precision, failed.reason, failed.record["race"]["faces_per_s"]]
+        record.write_text("{}")  # unreadable as a record: no gate, so bf16 stays out of the race
+        facts["unreadable"] = choose_engine(ckpt, "cpu", cache_dir=tmp / "c1").record["race"]["faces_per_s"]
+    return facts
 
 
 def test_a_bf16_gate_shipped_beside_the_checkpoint_lets_bf16_race(checkpoint, tmp_path):
     """A passed bf16 gate record for exactly this checkpoint puts OpenVINO bf16 into the race (where
-    the CPU runs bf16 natively); a failed one keeps it out and says why; another model's is ignored.
-    Run in a fresh interpreter: with OpenVINO's bf16 kernels loaded, a later test in the same pytest
-    process (test_bench's tiny realorfake sweep) died with a segmentation fault on this machine."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
-    done = subprocess.run([sys.executable, "-c", BF16_SCRIPT, str(checkpoint), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    the CPU runs bf16 natively); a failed one keeps it out and says why; another model's is ignored."""
+    facts = _bf16_facts(checkpoint, tmp_path)
     assert facts["ir_precision"] == "bf16"
     gate = facts["gate"]
     assert gate["faces_validation"] == 80 and gate["delta_max"] < 0.2

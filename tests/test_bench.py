@@ -107,9 +107,8 @@ def mini_split(tmp_path_factory):
 
 
 def _bench(args, out):
-    # A real process per sweep: the pytest process has loaded every runtime by now, and a sweep
-    # in it died with a segmentation fault (no traceback) after OpenVINO's bf16 kernels had run
-    # there, on a CPU with AVX512-BF16; a user's bench runs in a process of its own.
+    # A real process per sweep, as a user's bench runs (it also keeps the pytest process's own
+    # runtimes, threads and signal handlers out of the sweep).
     done = subprocess.run([sys.executable, "-m", "scanner.cli", "bench", *args, "--device", "cpu", "--quiet",
                            "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -87,3 +87,36 @@ def test_throughput_hint_splits_a_batch_over_streams(exported):
     for rows in (len(x), 2 * split.streams + 1, 1):  # even, odd and too small to split
         np.testing.assert_allclose(split.infer(x[:rows]), single.infer(x[:rows]), atol=1e-5)
     np.testing.assert_allclose(scores(split.infer(x)), ref, atol=TOL)
+
+
+SIGNAL_AFTER_TWO_ENGINES = r"""
+import os, signal, sys
+from engines.backends import load_engine
+
+first = load_engine(sys.argv[1], "cpu", "openvino", threads=1)
+second = load_engine(sys.argv[1], "cpu", "openvino", threads=1)
+del first  # released before the second: the order a race or a bench sweep releases engines in
+del second
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append("SIGTERM"))  # as a run's graceful stop does
+os.kill(os.getpid(), signal.SIGTERM)
+print("handled", got)
+"""
+
+
+def test_signals_still_reach_python_after_engines_are_released(exported):
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack and unmaps its own when
+    released: two engines released in creation order used to leave an unmapped one behind, and
+    the next signal with a Python handler (a run's SIGTERM, Ctrl-C) killed the process with
+    SIGSEGV. In a process of its own: the failure is the process dying."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, _, xml, _, _ = exported
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_TWO_ENGINES, str(xml)], cwd=root,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, f"died with {done.returncode}: {done.stderr[-1000:]}"
+    assert done.stdout.strip().endswith("handled ['SIGTERM']")

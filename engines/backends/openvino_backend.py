@@ -23,6 +23,7 @@ Settings, and why:
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def ir_config(model, path) -> ModelConfig:
                           f"re-export it with 'dfscan export --format openvino'") from None
 
 
+@functools.lru_cache(maxsize=None)
+def _core():
+    """The process's one ``ov.Core``. OpenVINO's CPU plugin (one per Core) gives the thread that
+    creates it an alternate signal stack of its own and, when the Core is released, puts back the
+    one it found and unmaps its own: with two Cores released in creation order, the thread is left
+    with an unmapped signal stack, and the next signal with a Python handler (Ctrl-C, SIGTERM,
+    torch's SIGCHLD) kills the process with SIGSEGV. One Core that lives as long as the process
+    never unmaps it (and reading the plugin's capabilities once is cheaper too)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVinoEngine:
     """One compiled model and one infer request; not thread-safe (like the other engines)."""
 
@@ -78,7 +92,7 @@ class OpenVinoEngine:
             raise DfscanError(f"{path}: unknown OpenVINO hint {hint!r}; choose one of {', '.join(HINTS)}")
         if threads is not None and threads < 1:
             raise DfscanError(f"{path}: threads must be at least 1, got {threads}")
-        core = ov.Core()
+        core = _core()
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # RuntimeError with a multi-line parser report
@@ -134,9 +148,7 @@ def bf16_native() -> bool:
     """Whether OpenVINO runs bf16 natively on this CPU (AVX512-BF16 or AMX); elsewhere a bf16
     hint buys nothing, so dfscan does not offer it."""
     try:
-        import openvino as ov
-
-        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # no openvino, or no CPU plugin
         return False
 
