@@ -57,7 +57,8 @@ def test_default_model_scores_test_dev_as_the_readme_says(tmp_path):
 
 def test_default_run_builds_its_engine_once_and_reuses_it(tmp_path):
     """No --engine: the bundled checkpoint becomes an OpenVINO engine in the cache, named in the
-    run's metadata; a second run reuses the same file; scores equal eager torch fp32 (1e-3)."""
+    run's metadata; a second run reuses the same file; fp32 scores equal eager torch fp32 (1e-3);
+    bf16 (the default where the CPU runs bf16) ranks Test-Dev within 0.005 ROC-AUC of fp32."""
     import json
     import os
 
@@ -85,7 +86,20 @@ def test_default_run_builds_its_engine_once_and_reuses_it(tmp_path):
     a = pq.read_table(tmp_path / "a" / "faces.parquet").column("score_fake").to_numpy()
     t = pq.read_table(tmp_path / "t" / "faces.parquet").column("score_fake").to_numpy()
     assert_scores_spread(t, floor=0.2)
-    assert len(a) == 110 and np.abs(a - t).max() < 1e-3
+    assert len(a) == 110
+    if meta["precision"] == "fp32":  # OpenVINO and ONNX Runtime fp32 equal eager torch fp32
+        assert np.abs(a - t).max() < 1e-3
+    else:  # bf16 moves scores (Val p95 0.032 at its gate, Test-Dev 0.060), not the ranking much:
+        # the issue's bound is Test-Dev ROC-AUC within 0.005 of fp32's. fp32 is one flag away.
+        from sklearn.metrics import roc_auc_score
+
+        labels = pq.read_table(tmp_path / "a" / "faces.parquet").column("label").to_numpy()
+        assert np.abs(a - t).max() < 0.2 and roc_auc_score(labels, a) >= roc_auc_score(labels, t) - 0.005
+        exact = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "f"), "--precision", "fp32"])
+        assert exact.exit_code == 0, exact.output
+        assert read_settings(tmp_path / "f" / "faces.parquet")["precision"] == "fp32"
+        f = pq.read_table(tmp_path / "f" / "faces.parquet").column("score_fake").to_numpy()
+        assert np.abs(f - t).max() < 1e-3
     listing = CliRunner().invoke(main, ["engines", "--device", "cpu"])
     assert listing.exit_code == 0 and "dfscan run would use: CPU: " in listing.output and "runtime race" in listing.output
     assert "cores busy meanwhile" in listing.output
