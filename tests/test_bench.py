@@ -345,3 +345,23 @@ def test_each_resolution_is_saved_before_the_next_starts(tmp_path, checkpoint, m
     table = pq.read_table(out / "bench.parquet")
     assert {(r["res"], r["pipeline"]) for r in table.to_pylist()} == {(32, "dfscan"), (32, "decode_only")}
     assert not [p.name for p in out.iterdir() if p.name != "bench.parquet" and p.suffix == ".parquet"]
+
+
+def test_bf16_sweep_runs_openvino_in_bf16_or_says_why_not(tmp_path, checkpoint, mini_split):
+    from engines.backends.openvino_backend import bf16_native
+
+    args = ["--res", "32", "--engine", str(checkpoint), "--data", str(mini_split), "--split", "Mini",
+            "--max-faces", "6", "--batch-size", "4", "--no-baseline", "--precision", "bf16"]
+    if not bf16_native():
+        done = subprocess.run([sys.executable, "-m", "scanner.cli", "bench", *args, "--device", "cpu", "--quiet",
+                               "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+        assert done.returncode != 0 and "no native bf16" in done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        return
+    table = _bench(args, tmp_path)
+    _check_well_formed(table, tmp_path, [32], with_baseline=False)
+    dfscan = [r for r in table.to_pylist() if r["pipeline"] == "dfscan"]
+    assert [(r["backend"], r["precision"], r["faces"]) for r in dfscan] == [("openvino", "bf16", 6)]
+    from engines.files import read_settings
+
+    assert "openvino bf16 (the fp32 export run in bf16)" in read_settings(tmp_path / "bench.parquet")["notes"]

@@ -74,7 +74,8 @@ class BenchSettings:
     batch_size: int = 64
     device: str = "auto"
     backend: str = "auto"  # auto: a TensorRT plan where TensorRT runs, else the faster CPU runtime here
-    precision: str = "fp32"  # int8: CPU runtimes, calibrated on calib_data (default: the benched images)
+    precision: str = "fp32"  # int8: CPU runtimes, calibrated on calib_data (default: the benched images);
+    # bf16: OpenVINO in bf16 where the CPU runs it natively
     calib_data: str | None = None
     baseline: bool = True
     baseline_workers: int | None = None  # DataLoader workers; None: min(4, cores)

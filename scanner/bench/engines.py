@@ -124,6 +124,8 @@ def build_engine(source: ModelSource, res: int, backend: str, device: str, batch
     note = ""
     if precision == "int8" and (device == "gpu" or backend in ("torch", "trt")):
         raise DfscanError("bench --precision int8 times the CPU runtimes (onnx, openvino); use --device cpu")
+    if precision == "bf16":
+        return _bf16_engine(model, config, backend, device, stem)
     if backend == "torch":
         path = export_pt(model, config, stem.with_suffix(".pt"))
     else:
@@ -143,6 +145,25 @@ def build_engine(source: ModelSource, res: int, backend: str, device: str, batch
     engine = load_engine(path, device="cuda" if device == "gpu" else "cpu",
                          backend="openvino" if backend == "openvino" else None)
     return engine, model, config, note
+
+
+def _bf16_engine(model, config, backend: str, device: str, stem: Path):
+    """OpenVINO running the fp32 export in bf16, as ``dfscan run`` does where the CPU has native
+    bf16 (no race: bf16 is OpenVINO's alone; no gate: bench reports the accuracy itself)."""
+    from engines.backends.openvino_backend import OpenVinoEngine, bf16_native
+    from engines.export import export_onnx
+
+    if device == "gpu" or backend not in ("auto", "openvino"):
+        raise DfscanError("bench --precision bf16 times OpenVINO on the CPU; use --device cpu --backend auto "
+                          "(or openvino)")
+    if not bf16_native():
+        raise DfscanError("bench --precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where "
+                          "OpenVINO would emulate it slower than fp32; bench fp32 or int8 here")
+    engine = OpenVinoEngine(export_onnx(model, config, stem.with_suffix(".onnx")), precision="bf16")
+    ran = engine.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # an ov.Type
+    if ran != "bf16":  # never label an fp32 run bf16
+        raise DfscanError(f"bench --precision bf16: OpenVINO compiled the model in {ran}, not bf16")
+    return engine, model, config, "openvino bf16 (the fp32 export run in bf16)"
 
 
 def _race(path: Path, config) -> tuple[str, str]:

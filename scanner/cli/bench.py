@@ -32,8 +32,9 @@ from scanner.errors import DfscanError
 @click.option("--backend", type=click.Choice(["auto", "onnx", "openvino", "torch", "trt"]), default="auto",
               show_default=True, help="dfscan engine; auto: a TensorRT plan on a GPU where TensorRT "
                                       "runs, else the faster of OpenVINO and ONNX Runtime here (as run).")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="int8: the CPU runtimes on a static QDQ model calibrated on --calib-data.")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "bf16"]), default="fp32", show_default=True,
+              help="int8: the CPU runtimes on a static QDQ model calibrated on --calib-data; bf16: "
+                   "OpenVINO in bf16, on CPUs that run it natively.")
 @click.option("--calib-data", type=click.Path(file_okay=False, exists=True), default=None,
               help="--precision int8: images whose faces calibrate it (default: the benched images).")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
