@@ -33,24 +33,36 @@ MAX_AUC_DROP = 0.005
 MAX_SCORE_DRIFT_P95 = 0.05
 
 
+# Faces ONNX Runtime calibrates on at once, as pixels: its calibration session keeps every
+# intermediate tensor of the batch alive, so its peak memory follows the batch. 480 Train faces at
+# 224 px in batches of 64 peaked at 7.6 GB resident, in batches of 16 at 2.1 GB; minmax ranges do
+# not depend on how the faces are cut into batches.
+CALIB_PIXELS = 16 * 224 * 224
+
+
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over an iterator of (N, 3, H, W) arrays."""
+    """ONNX Runtime's CalibrationDataReader protocol over an iterator of (N, 3, H, W) arrays, each
+    cut into pieces of at most ``CALIB_PIXELS`` input pixels."""
 
     def __init__(self, batches, input_name, chw, limit):
         self._it = iter(batches if limit is None else itertools.islice(batches, limit))
         self._input, self._chw = input_name, chw
-        self.used = 0
+        self._step = max(1, CALIB_PIXELS // (chw[1] * chw[2]))
+        self._pieces: list[np.ndarray] = []
+        self.used = 0  # batches read from ``batches``
 
     def get_next(self):
-        batch = next(self._it, None)
-        if batch is None:
-            return None
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != self._chw:
-            raise DfscanError(f"calibration batches must be (N, {', '.join(map(str, self._chw))}) "
-                              f"float32 arrays, got {batch.shape}")
-        self.used += 1
-        return {self._input: batch}
+        if not self._pieces:
+            batch = next(self._it, None)
+            if batch is None:
+                return None
+            batch = np.ascontiguousarray(batch, dtype=np.float32)
+            if batch.ndim != 4 or tuple(batch.shape[1:]) != self._chw:
+                raise DfscanError(f"calibration batches must be (N, {', '.join(map(str, self._chw))}) "
+                                  f"float32 arrays, got {batch.shape}")
+            self.used += 1
+            self._pieces = [batch[i:i + self._step] for i in range(0, len(batch), self._step)][::-1]
+        return {self._input: self._pieces.pop()}
 
 
 def quantize_onnx(onnx_path, out, calib_batches: Iterable, *, max_batches: int | None = None,

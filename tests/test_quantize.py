@@ -124,5 +124,29 @@ def test_cli_exports_int8_for_both_runtimes_calibrated_by_the_scan_pipeline(tmp_
 
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
     assert meta[PRECISION_KEY] == "int8"
-    res = CliRunner().invoke(main, ["export", str(ckpt), "--format", "onnx", "--int8", "--out", str(tmp_path / "x.onnx")])
+    res = CliRunner().invoke(main, ["export", str(ckpt), "--format", "onnx", "--int8",
+                                    "--out", str(tmp_path / "x.onnx")])
     assert res.exit_code == 1 and "--calib-data" in res.output and "Traceback" not in res.output
+
+
+def test_calibration_is_cut_into_small_pieces_with_the_same_ranges(int8, tmp_path, monkeypatch):
+    """ONNX Runtime's calibration session keeps a whole batch's activations: dfscan feeds it pieces
+    of at most CALIB_PIXELS input pixels. Minmax ranges do not depend on the cut: one batch of 64
+    faces fed in pieces of 8 gives the same scales as four batches of 16."""
+    import onnx
+    from onnx import numpy_helper
+
+    import engines.quantize as quantize
+
+    fp32, q, config = int8
+    calib, _ = crops("Train", config, limit=64)
+    monkeypatch.setattr(quantize, "CALIB_PIXELS", 8 * 64 * 64)
+    pieces = quantize_onnx(fp32, tmp_path / "pieces.onnx", [calib])
+
+    def ranges(path):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+                if i.name.endswith(("_scale", "_zero_point"))}
+
+    got, want = ranges(pieces), ranges(q)
+    assert len(got) > 50 and got.keys() == want.keys()
+    assert all(np.array_equal(got[k], want[k]) for k in want)
