@@ -33,8 +33,8 @@ MAX_AUC_DROP = 0.005
 MAX_SCORE_DRIFT_P95 = 0.05
 
 
-# Faces ONNX Runtime calibrates on at once, as pixels: its calibration session keeps every
-# intermediate tensor of the batch alive, so its peak memory follows the batch. 480 Train faces at
+# Faces ONNX Runtime calibrates on at once, as pixels: its calibration session (the model with a
+# ReduceMin and a ReduceMax on every activation) peaks with the batch it runs. 480 Train faces at
 # 224 px in batches of 64 peaked at 7.6 GB resident, in batches of 16 at 2.1 GB; minmax ranges do
 # not depend on how the faces are cut into batches.
 CALIB_PIXELS = 16 * 224 * 224
