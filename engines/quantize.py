@@ -52,7 +52,7 @@ class _Reader:
         self.used = 0  # batches read from ``batches``
 
     def get_next(self):
-        if not self._pieces:
+        while not self._pieces:  # (an empty batch has no piece: the next one is read)
             batch = next(self._it, None)
             if batch is None:
                 return None
