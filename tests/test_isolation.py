@@ -211,3 +211,30 @@ def test_the_decoding_process_ignores_ctrl_c_and_sigterm(poison_set, engine):
     finally:
         sup.close()
     assert sup.child is None
+
+
+def test_a_checkpoint_run_starts_decoding_before_its_engine_opens(poison_set, engines_dir, reference,
+                                                                  tmp_path, monkeypatch):
+    """With a checkpoint (the default run), the decoding child starts, and builds its DALI
+    pipeline, while the engine is chosen and opened, from the config in the checkpoint's header;
+    its first batch then waits for nothing. The rows are the reference's."""
+    import multiprocessing
+
+    import scanner.run.job as job
+
+    seen, real = [], job.open_engine
+
+    def open_engine(*args, **kwargs):  # the real one, noting which children are already running
+        seen.extend(p.name for p in multiprocessing.active_children())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "open_engine", open_engine)
+    out = tmp_path / "o"
+    res = CliRunner().invoke(main, run_args(*poison_set, engines_dir / "m.pt", out, "--precision", "fp32"))
+    assert res.exit_code == 0, res.output
+    assert "dfscan-decoder" in seen
+    got, keep = pq.read_table(out / "faces.parquet"), ["face_id", "image_id", "status", "label"]
+    assert got.select(keep).equals(reference.select(keep))  # every face, in order, decoded
+    # the checkpoint's own engine (the faster runtime here), the reference's ONNX Runtime one
+    np.testing.assert_allclose(got.column("score_fake").to_numpy(), reference.column("score_fake").to_numpy(),
+                               atol=1e-3)

@@ -57,6 +57,10 @@ class Cropper:
         self.config, self.settings = config, settings
         self.pipe = None
 
+    def prepare(self):
+        """Build the DALI pipeline now rather than at the first batch (0.2-0.7 s)."""
+        self._pipe()
+
     def _pipe(self):
         if self.pipe is None:
             self.pipe = build_pipeline(self.config, self.settings.batch_size, self.settings.device,

@@ -104,6 +104,26 @@ def run_meta(engine, engine_path, settings: RunSettings, images, catalog, choice
             "versions": versions()}
 
 
+def early_decoder(catalog, engine_path, settings: RunSettings):
+    """The decoding child for a checkpoint's run, started before the engine is chosen and opened
+    (``scanner.pipeline.isolation.early_decoder``), with the config in the checkpoint's header;
+    None for other engine files or an unreadable header (the scan then starts its own, and the
+    engine's own checks report what is wrong)."""
+    path = Path(engine_path or DEFAULT_ENGINE)
+    if path.suffix.lower() not in (".pt", ".pth") or not path.is_file():
+        return None
+    try:
+        from engines.checkpoint import read_header
+        from engines.config import ModelConfig
+
+        config = ModelConfig.from_dict(read_header(path)["config"])
+    except Exception:  # noqa: BLE001 - only a head start is lost
+        return None
+    from scanner.pipeline.isolation import early_decoder as start
+
+    return start(catalog, config, settings.fitted(config.input_size))
+
+
 @contextlib.contextmanager
 def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=print):
     """Yields ``(engine, engine_path, choice, scan_todo, clips)``: this process's engine, ``scan``
@@ -111,18 +131,24 @@ def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=prin
     (a ``scanner.run.distributed.RayOptions``) a pool of Ray workers, stopped on exit.
     ``clips(detect, videos)`` gives ``scan_videos`` its ``clip_scans``."""
     if ray is None:
-        engine, engine_path, choice = open_engine(engine_path, settings, log)
         settings.num_threads = budget_threads(settings)[0]
         isolate = settings.isolate_decoder and settings.device == "cpu"  # as images (scanner.run.scan)
+        decoder = early_decoder(catalog, engine_path, settings) if isolate and catalog.faces else None
+        try:
+            engine, engine_path, choice = open_engine(engine_path, settings, log)
 
-        def clips(detect, videos):
-            if isolate:
-                from scanner.run.clip_isolation import isolated_clips
+            def clips(detect, videos):
+                if isolate:
+                    from scanner.run.clip_isolation import isolated_clips
 
-                return isolated_clips(choice, engine.config, settings, detect, videos, log)
-            return local_clips(engine, settings, detect, videos, log)
+                    return isolated_clips(choice, engine.config, settings, detect, videos, log)
+                return local_clips(engine, settings, detect, videos, log)
 
-        yield engine, engine_path, choice, functools.partial(scan, catalog, engine, settings), clips
+            scan_todo = functools.partial(scan, catalog, engine, settings, decoder=decoder)
+            yield engine, engine_path, choice, scan_todo, clips
+        finally:
+            if decoder is not None:  # the scan closed it, or never ran (nothing left to scan)
+                decoder.close()
         return
     from scanner.run.distributed import RayScanner
 

@@ -19,18 +19,19 @@ def softmax_fake(logits: np.ndarray) -> np.ndarray:
     return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
 
 
-def crop_batches(catalog: Catalog, config, settings: RunSettings, image_ids=None, cropper=None):
+def crop_batches(catalog: Catalog, config, settings: RunSettings, image_ids=None, cropper=None, decoder=None):
     """Cropped batches: decoded in a supervised child process on the CPU (``isolate_decoder``),
     else in this process; a caller with its own ``cropper`` (a Ray worker, isolated by Ray) and
     GPU runs (CUDA crops stay in their process) decode here."""
     if cropper is None and settings.isolate_decoder and settings.device == "cpu":
         from scanner.pipeline.isolation import isolated_crops
 
-        return isolated_crops(catalog, config, settings, image_ids)
+        return isolated_crops(catalog, config, settings, image_ids, decoder)
     return iter_crops(catalog, config, settings, image_ids, cropper)
 
 
-def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_faces=None, cropper=None):
+def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_faces=None, cropper=None,
+         decoder=None):
     """Scan the catalog; yields one pyarrow Table of result rows per batch.
 
     Faces whose status is known before any file is read (missing files, refused paths) come
@@ -48,7 +49,7 @@ def scan(catalog: Catalog, engine, settings: RunSettings, image_ids=None, on_fac
             on_faces(len(ids))
     if not decided.to_read:
         return
-    for cropped in crop_batches(catalog, engine.config, settings, decided.to_read, cropper):
+    for cropped in crop_batches(catalog, engine.config, settings, decided.to_read, cropper, decoder):
         results: dict[int, tuple] = {}
         for face_ids, crops in cropped.pieces:
             scores = softmax_fake(engine.infer(crops))
