@@ -38,14 +38,20 @@ MAX_ATTEMPTS = 3  # races for one key before a disturbed verdict is kept as it i
 MAX_BATCH_PIXELS = 32 * 224 * 224  # faces per timed call shrink with the input size (memory)
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of /proc/cpuinfo, or None (no such file or line)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    name = _cpuinfo("model name")
+    return name if name is not None else platform.processor() or platform.machine()
 
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -54,14 +60,8 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_b
 def cpu_isa() -> str:
     """The instruction sets that decide which runtime and precision win, from /proc/cpuinfo: the
     same model name has come with and without AVX-512/VNNI/BF16 on this project's cloud machines."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in ISA_FLAGS if f in flags)
-    except OSError:
-        pass
-    return ""
+    flags = set((_cpuinfo("flags") or "").split())
+    return " ".join(f for f in ISA_FLAGS if f in flags)
 
 
 def fastest(candidates: dict, input_size, threads: int | None, cache_dir: Path,

@@ -150,7 +150,8 @@ def build_engine(source: ModelSource, res: int, backend: str, device: str, batch
 def _bf16_engine(model, config, backend: str, device: str, stem: Path):
     """OpenVINO running the fp32 export in bf16, as ``dfscan run`` does where the CPU has native
     bf16 (no race: bf16 is OpenVINO's alone; no gate: bench reports the accuracy itself)."""
-    from engines.backends.openvino_backend import OpenVinoEngine, bf16_native
+    from engines.backends import load_engine
+    from engines.backends.openvino_backend import bf16_native
     from engines.export import export_onnx
 
     if device == "gpu" or backend not in ("auto", "openvino"):
@@ -159,7 +160,7 @@ def _bf16_engine(model, config, backend: str, device: str, stem: Path):
     if not bf16_native():
         raise DfscanError("bench --precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where "
                           "OpenVINO would emulate it slower than fp32; bench fp32 or int8 here")
-    engine = OpenVinoEngine(export_onnx(model, config, stem.with_suffix(".onnx")), precision="bf16")
+    engine = load_engine(export_onnx(model, config, stem.with_suffix(".onnx")), "cpu", "openvino", precision="bf16")
     ran = engine.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # an ov.Type
     if ran != "bf16":  # never label an fp32 run bf16
         raise DfscanError(f"bench --precision bf16: OpenVINO compiled the model in {ran}, not bf16")
