@@ -192,3 +192,20 @@ def test_pretrained_none_and_missing_file():
     create_model("squeezenet", pretrained="none")
     with pytest.raises(DfscanError, match="not found"):
         create_model("resnet18", pretrained="/nonexistent/resnet18.pth")
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv2", "efficientnet_lite0", "resnet18", "squeezenet", "meso4"])
+def test_pretrained_dfscan_checkpoint_keeps_its_trained_head(tmp_path, arch):
+    """--pretrained with a dfscan checkpoint (fine-tuning) starts from every one of its tensors,
+    the 2-class head included: a fresh random head would throw the training away."""
+    from engines.checkpoint import save_checkpoint
+
+    trained = create_model(arch, pretrained="none")
+    with torch.no_grad():
+        for tensor in trained.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.5)  # unlike any fresh initialisation
+    path = save_checkpoint(tmp_path / "model.pt", trained, get_model_config(arch))
+    tuned = create_model(arch, pretrained=str(path))
+    for key, tensor in trained.state_dict().items():
+        assert torch.equal(tuned.state_dict()[key], tensor), key

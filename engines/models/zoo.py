@@ -22,10 +22,12 @@ def mobilenetv2(pretrained=None, num_classes=2):
     import torchvision
 
     model = torchvision.models.mobilenet_v2(weights=None)
+    model.classifier[1] = nn.Linear(model.classifier[1].in_features, num_classes)
     weights = resolve_pretrained("mobilenetv2", pretrained)
     if weights is not None:
+        # the head is built first: ImageNet's 1000-class head is skipped by its shape, while a
+        # dfscan checkpoint (fine-tuning) keeps its trained head instead of a fresh random one
         load_state_dict_file(model, weights)
-    model.classifier[1] = nn.Linear(model.classifier[1].in_features, num_classes)
     return model
 
 
