@@ -72,7 +72,9 @@ def engine_options(func):
                           "('dfscan engines' says which and why)."),
         click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
                      help="Default: fp16 on a GPU; on a CPU INT8 where it passed the accuracy gate "
-                          "(needs --calib-data and --gate-data), else fp32."),
+                          "(needs --calib-data and --gate-data, or a gated INT8 file beside the "
+                          "checkpoint), else bf16 where the CPU runs it natively and it passed its gate, "
+                          "else fp32. fp32 gives the model's exact scores."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                      help="Where built engines are kept. Default: $XDG_CACHE_HOME/dfscan/engines."),
         click.option("--calib-data", type=click.Path(file_okay=False, exists=True), default=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from scanner.cli.options import detect_options, threshold_option
+from scanner.cli.options import detect_options, engine_options, threshold_option
 
 # the --augment choices; engines.train.augment holds the same tuple but imports torch, which would slow
 # every `dfscan` start (a test keeps the two equal)
@@ -148,11 +148,12 @@ def train(arch, data, train_split, val_split, val_share, target_fpr, epochs, bat
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @threshold_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@engine_options
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @video_source_options
 def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size, threshold, device,
-             overwrite, quiet, labels_csv, frames_per_video, detect):
+             engine_settings, overwrite, quiet, labels_csv, frames_per_video, detect):
     """Score labelled faces: OUT/faces.parquet, OUT/metrics.parquet, OUT/roc.png, OUT/det.png.
 
     One OpenForensics source keeps that layout. Otherwise (several sources, or a folder source)
@@ -207,7 +208,8 @@ def evaluate(engine_path, data, split, held_out, val_share, out_dir, batch_size,
             annotations = folder_annotations(source, Path(out_dir) / f"{source.name}_poly.json",
                                              held_out, val_share, log)
             what = f"{source.name}{' held-out groups' if held_out else ''}"
-        settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold)
+        # the engine is chosen as 'dfscan run' chooses it (--backend/--precision override it)
+        settings = RunSettings(batch_size=batch_size, device=device, threshold=threshold, **engine_settings)
         summary = run_job(images, out, engine_path, annotations, settings, overwrite=overwrite,
                           progress=not quiet, log=log, detect=detect if source.kind == "videos" else None,
                           videos=videos)
