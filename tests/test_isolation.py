@@ -213,26 +213,36 @@ def test_the_decoding_process_ignores_ctrl_c_and_sigterm(poison_set, engine):
     assert sup.child is None
 
 
+@pytest.mark.parametrize("batch", [[], ["--batch-size", "1000"]], ids=["as-given", "fitted"])
 def test_a_checkpoint_run_starts_decoding_before_its_engine_opens(poison_set, engines_dir, reference,
-                                                                  tmp_path, monkeypatch):
+                                                                  tmp_path, monkeypatch, batch):
     """With a checkpoint (the default run), the decoding child starts, and builds its DALI
     pipeline, while the engine is chosen and opened, from the config in the checkpoint's header;
-    its first batch then waits for nothing. The rows are the reference's."""
+    its first batch then waits for nothing, and the scan uses that child: no second one starts,
+    also where the batch is lowered to the pixel budget (a settings copy made before the run
+    resolves its threshold). The rows are the reference's."""
     import multiprocessing
 
+    import scanner.pipeline.isolation as isolation
     import scanner.run.job as job
 
-    seen, real = [], job.open_engine
+    seen, starts, real, real_start = [], [], job.open_engine, isolation.Supervisor.start
 
     def open_engine(*args, **kwargs):  # the real one, noting which children are already running
         seen.extend(p.name for p in multiprocessing.active_children())
         return real(*args, **kwargs)
 
+    def start(self, *args, **kwargs):  # the real one, counted
+        starts.append(self)
+        return real_start(self, *args, **kwargs)
+
     monkeypatch.setattr(job, "open_engine", open_engine)
+    monkeypatch.setattr(isolation.Supervisor, "start", start)
     out = tmp_path / "o"
-    res = CliRunner().invoke(main, run_args(*poison_set, engines_dir / "m.pt", out, "--precision", "fp32"))
+    res = CliRunner().invoke(main, run_args(*poison_set, engines_dir / "m.pt", out, "--precision", "fp32", *batch))
     assert res.exit_code == 0, res.output
     assert "dfscan-decoder" in seen
+    assert len(set(starts)) == 1  # one decoding child (a restart after a crash is the same one)
     got, keep = pq.read_table(out / "faces.parquet"), ["face_id", "image_id", "status", "label"]
     assert got.select(keep).equals(reference.select(keep))  # every face, in order, decoded
     # the checkpoint's own engine (the faster runtime here), the reference's ONNX Runtime one

@@ -25,6 +25,7 @@ done; GPU runs keep the in-process path, and Ray workers isolate crashes their o
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing
 import signal
 import traceback
@@ -315,6 +316,13 @@ def early_decoder(catalog: Catalog, config, settings: RunSettings) -> Supervisor
     return sup
 
 
+def _decodes_alike(a: RunSettings, b: RunSettings) -> bool:
+    """Equal but for the decision threshold: a run resolves it from the engine's config after its
+    early child started (a copy, where the batch was fitted), and decoding never reads it."""
+    unset = {"threshold": None, "threshold_origin": None}
+    return dataclasses.replace(a, **unset) == dataclasses.replace(b, **unset)
+
+
 def isolated_crops(catalog: Catalog, config, settings: RunSettings, image_ids=None,
                    supervisor: Supervisor | None = None) -> Iterator[CroppedBatch]:
     """``iter_crops`` with the decoding in a child process; an image that kills it every time
@@ -324,7 +332,7 @@ def isolated_crops(catalog: Catalog, config, settings: RunSettings, image_ids=No
     child cannot even start."""
     ids = catalog.images_with_faces(image_ids)
     sup = supervisor
-    if sup is None or sup.catalog is not catalog or (sup.config, sup.settings) != (config, settings):
+    if sup is None or sup.catalog is not catalog or sup.config != config or not _decodes_alike(sup.settings, settings):
         if sup is not None:
             sup.close()
         sup = Supervisor(catalog, config, settings)
