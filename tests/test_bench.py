@@ -365,3 +365,28 @@ def test_bf16_sweep_runs_openvino_in_bf16_or_says_why_not(tmp_path, checkpoint, 
     from engines.files import read_settings
 
     assert "openvino bf16 (the fp32 export run in bf16)" in read_settings(tmp_path / "bench.parquet")["notes"]
+
+
+@needs_data
+def test_the_timed_scan_starts_with_its_decoding_child_ready(tmp_path, checkpoint, mini_split, monkeypatch):
+    """bench times a scan as a checkpoint's run has it: the decoding child started and its DALI
+    pipeline built before the clock starts (a run overlaps that with opening its engine); the
+    rows are every face's."""
+    import scanner.bench.timing as timing
+    from scanner.catalog import load_catalog, split_paths
+    from scanner.run.engine import open_engine
+    from scanner.settings import RunSettings
+
+    seen, real = [], timing.scan
+
+    def scan(*args, decoder=None, **kwargs):  # the real one, noting whether its child was ready
+        seen.append(decoder is not None and decoder.child is not None and decoder.child.data.poll(0))
+        return real(*args, decoder=decoder, **kwargs)
+
+    monkeypatch.setattr(timing, "scan", scan)
+    catalog = load_catalog(*split_paths(mini_split, "Mini"))
+    settings = RunSettings(batch_size=4, device="cpu", precision="fp32")
+    engine = open_engine(str(checkpoint), settings, log=lambda m: None)[0]
+    timed = timing.time_scan(catalog, engine, settings, tmp_path / "o", {})
+    assert seen == [True]
+    assert timed.faces.num_rows == 12 and set(timed.faces.column("status").to_pylist()) == {"ok"}

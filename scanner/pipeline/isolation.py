@@ -243,6 +243,16 @@ class Supervisor:
         self.child = DecoderProcess(self.ctx, self.catalog if whole else self.catalog.subset(pending), self.config,
                                     self.settings, self.shared, self.progress)
 
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        """Wait until the child's first message (``ready``, once its DALI pipeline is built; or
+        its error) can be read, without reading it. False when it has not come in ``timeout``."""
+        if self.child is None:
+            self.start()
+        try:
+            return self.child.data.poll(timeout)
+        except OSError:  # its pipe is closed: it died, which the scan reports
+            return False
+
     def scan_list(self, ids: list[int], pending: list[int]) -> Iterator[CroppedBatch | str]:
         """Batches of ``ids`` from the child; ends with the child's death (a str) if it died."""
         if self.child is None:
