@@ -47,6 +47,12 @@ class RunSettings:
     isolate_decoder: bool = True
     batch_pixels: int = BATCH_PIXELS
 
+    @property
+    def decodes_in_child(self) -> bool:
+        """Whether images are decoded in a supervised child process: on the CPU with
+        ``isolate_decoder`` (GPU runs keep their CUDA crops in their own process)."""
+        return self.isolate_decoder and self.device == "cpu"
+
     def threshold_for(self, config) -> tuple[float, str]:
         """``(threshold, origin)`` for a model with ``config``: the one given (``'cli'``), else
         the model's (``'model'``), else DEFAULT_THRESHOLD (``'default'``)."""

@@ -116,7 +116,7 @@ def time_scan(catalog, engine, settings: RunSettings, out_dir, meta: dict) -> Sc
     from scanner.pipeline.isolation import early_decoder
 
     decoder = None
-    if settings.isolate_decoder and settings.device == "cpu" and catalog.faces:
+    if settings.decodes_in_child and catalog.faces:
         decoder = early_decoder(catalog, engine.config, settings)
         decoder.wait_ready()
     timed = TimedEngine(engine, settings.device)

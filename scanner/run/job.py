@@ -132,7 +132,7 @@ def open_scanner(catalog, engine_path, settings: RunSettings, ray=None, log=prin
     ``clips(detect, videos)`` gives ``scan_videos`` its ``clip_scans``."""
     if ray is None:
         settings.num_threads = budget_threads(settings)[0]
-        isolate = settings.isolate_decoder and settings.device == "cpu"  # as images (scanner.run.scan)
+        isolate = settings.decodes_in_child
         decoder = early_decoder(catalog, engine_path, settings) if isolate and catalog.faces else None
         try:
             engine, engine_path, choice = open_engine(engine_path, settings, log)
@@ -170,7 +170,7 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
     videos = videos or VideoSettings()
     if ray is None:  # Ray workers find their own device
         settings.device = resolve_device(settings.device)
-        if settings.isolate_decoder and settings.device == "cpu":
+        if settings.decodes_in_child:
             from scanner.pipeline.isolation import start_forkserver
 
             start_forkserver()  # its DALI import overlaps the catalog and the engine
@@ -199,7 +199,7 @@ def run_job(images, out_dir, engine_path=None, annotations=None, settings: RunSe
         meta.update(videos.meta() if clips else {})
         # decoding in a supervised child process (scanner.pipeline.isolation, and
         # scanner.run.clip_isolation for clips): CPU runs here only
-        meta["isolate_decoder"] = ray is None and settings.isolate_decoder and settings.device == "cpu"
+        meta["isolate_decoder"] = ray is None and settings.decodes_in_child
         output = RunOutput(out_dir, meta, resume=resume, overwrite=overwrite, part_rows=part_rows)
         if save_detections is not None:
             save_detections()

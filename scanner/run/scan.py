@@ -23,7 +23,7 @@ def crop_batches(catalog: Catalog, config, settings: RunSettings, image_ids=None
     """Cropped batches: decoded in a supervised child process on the CPU (``isolate_decoder``),
     else in this process; a caller with its own ``cropper`` (a Ray worker, isolated by Ray) and
     GPU runs (CUDA crops stay in their process) decode here."""
-    if cropper is None and settings.isolate_decoder and settings.device == "cpu":
+    if cropper is None and settings.decodes_in_child:
         from scanner.pipeline.isolation import isolated_crops
 
         return isolated_crops(catalog, config, settings, image_ids, decoder)
