@@ -28,7 +28,7 @@ from engines.checkpoint import read_checkpoint, save_checkpoint
 from engines.config import ModelConfig
 from engines.models import create_model
 from engines.train.augment import corrupt_fixed
-from engines.train.data import Normalize
+from engines.train.data import CropSet, Normalize
 from engines.train.loop import VAL_CORRUPT_SEED, evaluate
 from engines.train.threshold import choose_threshold
 from scanner.run.training import split_crops
@@ -40,14 +40,6 @@ def mean_state(states: list[dict]) -> dict:
         raise SystemExit("the checkpoints hold different layers: a soup needs one architecture")
     return {k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v)
             for k, v in states[0].items()}
-
-
-def val_crops(root, split: str, config):
-    xs, ys = [], []
-    for x, y, _ in split_crops(root, split, config, log=lambda m: None):
-        xs.append(torch.from_numpy(x))
-        ys += list(y)
-    return torch.cat(xs), torch.tensor(ys)
 
 
 def main() -> None:
@@ -65,7 +57,8 @@ def main() -> None:
     if len(crop_fields) > 1:
         raise SystemExit(f"the checkpoints differ in architecture or crop convention: {sorted(crop_fields)}")
     config = dataclasses.replace(configs[0], threshold=None, threshold_rule="")
-    x, y = val_crops(a.data, a.val_split, config)
+    val = CropSet.collect(a.val_split, split_crops(a.data, a.val_split, config, log=lambda m: None))
+    x, y = val.images, val.labels
     x_c, norm = corrupt_fixed(x, VAL_CORRUPT_SEED), Normalize(config)
 
     def model_of(state):
