@@ -301,10 +301,16 @@ def test_limit_columns_and_batch_per_resolution(tmp_path, checkpoint, mini_split
         limit = 1 / (1 / d["decode_faces_per_s"] + 1 / d["engine_faces_per_s"])  # CPU: the stages add up
         assert d["limit_faces_per_s"] == pytest.approx(limit)
         assert d["efficiency"] == pytest.approx(d["faces_per_s"] / d["limit_faces_per_s"])
+        # the ceiling with the crops counted: the producer pass (read + DALI graph) in place of decode alone
+        assert d["producer_faces_per_s"] == pytest.approx(d["faces"] / (d["read_s"] + d["dali_s"]))
+        pipeline = 1 / (1 / d["producer_faces_per_s"] + 1 / d["engine_faces_per_s"])
+        assert d["pipeline_limit_faces_per_s"] == pytest.approx(pipeline)
+        assert d["pipeline_efficiency"] == pytest.approx(d["faces_per_s"] / pipeline)
         # one figure per resolution (own RSS + the children's PSS), shared by its rows; not comparable
         # with peak_rss_mb, which sums RSS and so counts pages shared with forked workers again
         assert d["res_peak_rss_mb"] > 0 and d["peak_rss_mb"] > 0 and c["res_peak_rss_mb"] == d["res_peak_rss_mb"]
-    assert "limit_faces_per_s" in read_settings(tmp_path / "bench.parquet")["limits"]
+    limits = read_settings(tmp_path / "bench.parquet")["limits"]
+    assert {"limit_faces_per_s", "producer_faces_per_s", "pipeline_limit_faces_per_s"} <= set(limits)
 
 
 def test_limit_formula():

@@ -34,6 +34,12 @@ LIMITS = {
     "limit_faces_per_s": "CPU: 1 / (1/decode_faces_per_s + 1/engine_faces_per_s), the two stages share "
                          "the cores; GPU: min of the two, they overlap",
     "efficiency": "faces_per_s / limit_faces_per_s",
+    "producer_faces_per_s": "dfscan's producer alone: faces / (read_s + dali_s), i.e. reading, decoding "
+                            "and the crop-and-resize graph with no engine behind it",
+    "pipeline_limit_faces_per_s": "as limit_faces_per_s with producer_faces_per_s for the decode rate: "
+                                  "the ceiling that counts the crops as well",
+    "pipeline_efficiency": "faces_per_s / pipeline_limit_faces_per_s: how well the scan overlaps its two "
+                           "stages, whatever they cost",
     "res_peak_rss_mb": "peak RSS of the whole process tree (self + PSS of descendants) over the whole "
                        "resolution: export, warm-up and every pass",
 }
@@ -51,6 +57,8 @@ BENCH_SCHEMA = pa.schema([
     ("speedup_vs_baseline", pa.float64()), ("precision", pa.string()),
     ("engine_faces_per_s", pa.float64()), ("decode_faces_per_s", pa.float64()),
     ("limit_faces_per_s", pa.float64()), ("efficiency", pa.float64()),
+    ("producer_faces_per_s", pa.float64()), ("pipeline_limit_faces_per_s", pa.float64()),
+    ("pipeline_efficiency", pa.float64()),
     ("res_peak_rss_mb", pa.float64()), ("other_cpu_cores", pa.float64()),
     ("load_avg_1m", pa.float64()), ("cpu_model", pa.string()), ("cpu_cores", pa.int32()),
     ("gpu_name", pa.string()),
@@ -151,7 +159,7 @@ def markdown_table(table: pa.Table) -> str:
     rows = table.to_pylist()
     by = {(r["dataset"], r["res"], r["pipeline"]): r for r in rows}
     head = ("| dataset | res | batch | images | faces | dfscan faces/s | engine-only faces/s | "
-            "decode-only img/s | limit faces/s | efficiency | baseline faces/s | dfscan/baseline | "
+            "decode-only img/s | limit faces/s | efficiency | producer faces/s | pipeline limit / efficiency | baseline faces/s | dfscan/baseline | "
             "peak RSS MB (resolution) | dfscan acc / AUC | baseline acc / AUC | dfscan read / dali / infer / "
             "write s | baseline read / decode / crop (worker s) / infer s | dfscan p95 batch ms | "
             "peak RSS MB dfscan / baseline | other cores busy |")
@@ -167,6 +175,8 @@ def markdown_table(table: pa.Table) -> str:
             f"| {d.get('faces', b.get('faces', '–'))} "
             f"| {_f(d.get('faces_per_s'))} | {_f(d.get('engine_faces_per_s'))} | {_f(c.get('images_per_s'))} "
             f"| {_f(d.get('limit_faces_per_s'))} | {_f(d.get('efficiency'), 2)} "
+            f"| {_f(d.get('producer_faces_per_s'))} "
+            f"| {_f(d.get('pipeline_limit_faces_per_s'))} / {_f(d.get('pipeline_efficiency'), 2)} "
             f"| {_f(b.get('faces_per_s'))} | {_f(d.get('speedup_vs_baseline'), 2)} "
             f"| {_f(d.get('res_peak_rss_mb'), 0)} | {stages(d, ('accuracy', 'roc_auc'), 3)} "
             f"| {stages(b, ('accuracy', 'roc_auc'), 3)} | {stages(d, ('read_s', 'dali_s', 'infer_s', 'write_s'))} "
