@@ -69,10 +69,13 @@ def test_cpu_int8_only_behind_the_gate(checkpoint, cache):
     strict = choose_engine(checkpoint, "cpu", max_auc_drop=-1.0, **kw)
     assert strict.precision == "fp32" and strict.backend in CPU_BACKENDS
     assert "INT8 failed the accuracy gate" in strict.reason
-    # Without data, a gated INT8 engine built earlier is still found; none is built.
+    # Without data, a gated INT8 engine built earlier is still found; none is built. (Its runtime
+    # may differ from lenient's: a race timed while the machine was busy is run again, and both
+    # runtimes' INT8 engines were built and gated above.)
     again = choose_engine(checkpoint, "cpu", max_auc_drop=1.0, max_drift_p95=1.0, cache_dir=cache,
                           warn=notes.append, threads=2)
-    assert (again.precision, again.path, again.record["cache"]) == ("int8", lenient.path, "hit")
+    assert (again.precision, again.record["cache"]) == ("int8", "hit")
+    assert again.path == lenient.path or (again.backend != lenient.backend and again.path.parent.parent == cache)
     assert notes == []
 
 
