@@ -159,7 +159,8 @@ def markdown_table(table: pa.Table) -> str:
     rows = table.to_pylist()
     by = {(r["dataset"], r["res"], r["pipeline"]): r for r in rows}
     head = ("| dataset | res | batch | images | faces | dfscan faces/s | engine-only faces/s | "
-            "decode-only img/s | limit faces/s | efficiency | producer faces/s | pipeline limit / efficiency | baseline faces/s | dfscan/baseline | "
+            "decode-only img/s | limit faces/s | efficiency | producer faces/s | pipeline limit / efficiency | "
+            "baseline faces/s | dfscan/baseline | "
             "peak RSS MB (resolution) | dfscan acc / AUC | baseline acc / AUC | dfscan read / dali / infer / "
             "write s | baseline read / decode / crop (worker s) / infer s | dfscan p95 batch ms | "
             "peak RSS MB dfscan / baseline | other cores busy |")
