@@ -7,9 +7,9 @@ see ``scanner.bench.baseline``). The engine is also timed alone on ready tensors
 row carries its limit: what decode and engine alone allow (``limit_faces_per_s``) and how much of
 it the whole scan reaches (``efficiency``), and the same with the producer pass (decode and the
 crop-and-resize graph, no engine) in place of decode alone (``pipeline_limit_faces_per_s``,
-``pipeline_efficiency``): on a CPU the crops cost about what decoding does. Faces per batch follow the pixel budget
-(``scanner.settings.batch_for``), so memory stays bounded at every resolution. One row per
-resolution × pipeline goes to ``bench.parquet``, rewritten after each resolution.
+``pipeline_efficiency``): on a CPU the crops cost about what decoding does. Faces per batch follow
+the pixel budget (``scanner.settings.batch_for``), so memory stays bounded at every resolution.
+One row per resolution × pipeline goes to ``bench.parquet``, rewritten after each resolution.
 """
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def bench_resolution(catalog, source, res: int, s: BenchSettings, device: str, t
     dfscan["limit_faces_per_s"] = limit_faces_per_s(dfscan["decode_faces_per_s"], dfscan["engine_faces_per_s"], device)
     dfscan["efficiency"] = dfscan["faces_per_s"] / dfscan["limit_faces_per_s"]
     # the same ceiling with the real producer (decode + crop-and-resize) in place of decode alone:
-    # on a CPU the crops cost about as much as decoding at 224 px, and the issue's limit leaves them out
+    # on a CPU the crops cost about as much as decoding at 224 px, and the decode-only limit leaves them out
     producer_s = dfscan["read_s"] + dfscan["dali_s"]
     dfscan["producer_faces_per_s"] = dfscan["faces"] / producer_s if producer_s > 0 else math.nan
     dfscan["pipeline_limit_faces_per_s"] = limit_faces_per_s(dfscan["producer_faces_per_s"],
